@@ -40,5 +40,19 @@
 //! [`Instant`]: std::time::Instant
 
 mod link;
+mod pair;
 
 pub use link::{DelayStats, GilbertElliott, Link, LinkConfig, LinkStats};
+pub use pair::{App, AppConfig, Direction, Filter, Livelock, Node, Pair, Verdict};
+
+/// Install a `tracing` subscriber for tests: output goes through the test harness (shown only
+/// for failing tests), filtered by `RUST_LOG` (default `warn`). Safe to call repeatedly.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

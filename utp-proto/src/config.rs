@@ -1,0 +1,301 @@
+//! Endpoint and connection configuration.
+//!
+//! Chainable `&mut self -> &mut Self` setters in the style of quinn's `TransportConfig`;
+//! values are validated once, when the [`Endpoint`](crate::Endpoint) is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::congestion::{ControllerFactory, NewRenoConfig};
+use crate::packet::HEADER_LEN;
+
+/// Settings for one connection. Every connection of an endpoint starts from
+/// [`EndpointConfig::connection`]; [`Endpoint::connect_with`](crate::Endpoint::connect_with)
+/// takes its own copy.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    pub(crate) packet_size: usize,
+    pub(crate) send_buffer: usize,
+    pub(crate) receive_window: usize,
+    pub(crate) max_reorder_packets: u16,
+    pub(crate) initial_rto: Duration,
+    pub(crate) min_rto: Duration,
+    pub(crate) max_rto: Duration,
+    pub(crate) max_syn_retransmits: u32,
+    pub(crate) max_retransmits: u32,
+    pub(crate) delayed_ack: Duration,
+    pub(crate) nagle: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) linger: Duration,
+    pub(crate) max_zero_window_probe_interval: Duration,
+    pub(crate) controller: Arc<dyn ControllerFactory>,
+}
+
+impl ConnectionConfig {
+    /// Largest UDP payload this connection sends, uTP header included (default 1400 bytes:
+    /// fits an IPv4 or IPv6 path with a 1500-byte MTU and some tunnel overhead).
+    pub fn packet_size(&mut self, bytes: usize) -> &mut Self {
+        self.packet_size = bytes;
+        self
+    }
+
+    /// Bytes the application may have written but not yet had acknowledged (default 1 MiB).
+    /// Past this, [`write`](crate::Endpoint::write) returns `Blocked`.
+    pub fn send_buffer(&mut self, bytes: usize) -> &mut Self {
+        self.send_buffer = bytes;
+        self
+    }
+
+    /// Receive buffer in bytes: in-order bytes the application has not read plus bytes held
+    /// out of order (default 1 MiB, like libutp and libtorrent). The free part is advertised
+    /// as `wnd_size`.
+    pub fn receive_window(&mut self, bytes: usize) -> &mut Self {
+        self.receive_window = bytes;
+        self
+    }
+
+    /// How far ahead of the next expected packet an out-of-order packet may be, in packets
+    /// (default 1024, libutp's `REORDER_BUFFER_MAX_SIZE`). Further packets are dropped.
+    pub fn max_reorder_packets(&mut self, packets: u16) -> &mut Self {
+        self.max_reorder_packets = packets;
+        self
+    }
+
+    /// Retransmission timeout before any RTT sample, also the first SYN timeout (default 1 s,
+    /// BEP 29 §timeouts).
+    pub fn initial_rto(&mut self, rto: Duration) -> &mut Self {
+        self.initial_rto = rto;
+        self
+    }
+
+    /// Lower bound of the retransmission timeout (default 500 ms, BEP 29 and libtorrent's
+    /// `utp_min_timeout`).
+    pub fn min_rto(&mut self, rto: Duration) -> &mut Self {
+        self.min_rto = rto;
+        self
+    }
+
+    /// Upper bound of the backed-off retransmission timeout (default 60 s).
+    pub fn max_rto(&mut self, rto: Duration) -> &mut Self {
+        self.max_rto = rto;
+        self
+    }
+
+    /// SYN retransmissions before `connect` fails with `TimedOut` (default 3: SYNs at 0, 1,
+    /// 3 and 7 s, failure at 15 s).
+    pub fn max_syn_retransmits(&mut self, n: u32) -> &mut Self {
+        self.max_syn_retransmits = n;
+        self
+    }
+
+    /// Consecutive retransmission timeouts before the connection fails with `TimedOut`
+    /// (default 4, libutp's limit: 5 transmissions in all).
+    pub fn max_retransmits(&mut self, n: u32) -> &mut Self {
+        self.max_retransmits = n;
+        self
+    }
+
+    /// Longest time an acknowledgement for a single received packet is held back waiting for
+    /// a second one or for outgoing data to ride on (default 10 ms). Every second packet, an
+    /// out-of-order packet, a duplicate or a FIN is acknowledged at once.
+    pub fn delayed_ack(&mut self, delay: Duration) -> &mut Self {
+        self.delayed_ack = delay;
+        self
+    }
+
+    /// Nagle's algorithm: at most one undersized data packet in flight (default on).
+    pub fn nagle(&mut self, on: bool) -> &mut Self {
+        self.nagle = on;
+        self
+    }
+
+    /// Send an acknowledgement after this long without sending anything, so NATs keep the
+    /// mapping (default 29 s, libutp's `KEEPALIVE_INTERVAL`; `None` disables).
+    pub fn keepalive(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// Fail the connection with `TimedOut` after this long without receiving anything
+    /// (default `None`: libtorrent sends no keepalives, so an idle libtorrent peer would look
+    /// dead).
+    pub fn idle_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// After a graceful close, how long to wait for the peer's FIN once ours is acknowledged,
+    /// and how long to keep answering a retransmitted FIN after both are done (default 10 s).
+    pub fn linger(&mut self, linger: Duration) -> &mut Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Cap of the zero-window probe backoff (default 15 s, libutp's probe delay).
+    pub fn max_zero_window_probe_interval(&mut self, interval: Duration) -> &mut Self {
+        self.max_zero_window_probe_interval = interval;
+        self
+    }
+
+    /// The congestion controller (default NewReno; LEDBAT arrives as its own controller).
+    pub fn controller(&mut self, factory: Arc<dyn ControllerFactory>) -> &mut Self {
+        self.controller = factory;
+        self
+    }
+
+    /// Payload bytes in a full data packet.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.packet_size - HEADER_LEN
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &'static str| Err(ConfigError(what));
+        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&self.packet_size) {
+            return bad("packet_size must be within 150..=65507 bytes");
+        }
+        if self.send_buffer < self.max_payload() {
+            return bad("send_buffer must hold at least one packet");
+        }
+        if self.receive_window < self.max_payload() || self.receive_window > u32::MAX as usize {
+            return bad("receive_window must hold one packet and fit in 32 bits");
+        }
+        if self.max_reorder_packets == 0 || self.max_reorder_packets >= 0x8000 {
+            return bad("max_reorder_packets must be within 1..32768");
+        }
+        if self.min_rto.is_zero() || self.min_rto > self.max_rto || self.initial_rto.is_zero() {
+            return bad("need 0 < min_rto <= max_rto and a non-zero initial_rto");
+        }
+        if self.linger.is_zero() {
+            return bad("linger must be non-zero");
+        }
+        Ok(())
+    }
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            packet_size: 1400,
+            send_buffer: 1 << 20,
+            receive_window: 1 << 20,
+            max_reorder_packets: 1024,
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(500),
+            max_rto: Duration::from_secs(60),
+            max_syn_retransmits: 3,
+            max_retransmits: 4,
+            delayed_ack: Duration::from_millis(10),
+            nagle: true,
+            keepalive: Some(Duration::from_secs(29)),
+            idle_timeout: None,
+            linger: Duration::from_secs(10),
+            max_zero_window_probe_interval: Duration::from_secs(15),
+            controller: Arc::new(NewRenoConfig::default()),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("packet_size", &self.packet_size)
+            .field("send_buffer", &self.send_buffer)
+            .field("receive_window", &self.receive_window)
+            .field("initial_rto", &self.initial_rto)
+            .field("max_retransmits", &self.max_retransmits)
+            .field("controller", &self.controller)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for an [`Endpoint`](crate::Endpoint): limits shared by all its connections.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) max_connections: usize,
+    pub(crate) syn_backlog: usize,
+    pub(crate) accept_incoming: bool,
+    pub(crate) reset_unknown: bool,
+    pub(crate) max_resets_per_second: u32,
+}
+
+impl EndpointConfig {
+    /// The settings each new connection starts with.
+    pub fn connection(&mut self, config: ConnectionConfig) -> &mut Self {
+        self.connection = config;
+        self
+    }
+
+    /// Mutable access to the default connection settings.
+    pub fn connection_mut(&mut self) -> &mut ConnectionConfig {
+        &mut self.connection
+    }
+
+    /// Most connections the endpoint holds at once, in every state (default 10 000).
+    /// Past it, `connect` fails and incoming SYNs are dropped and counted.
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Most incoming connections whose peer has not yet proved its address (answered our
+    /// SYN-ACK) (default 512). Extra SYNs are dropped and counted.
+    pub fn syn_backlog(&mut self, n: usize) -> &mut Self {
+        self.syn_backlog = n;
+        self
+    }
+
+    /// Whether incoming SYNs create connections (default true).
+    pub fn accept_incoming(&mut self, on: bool) -> &mut Self {
+        self.accept_incoming = on;
+        self
+    }
+
+    /// Answer packets for unknown connections with `ST_RESET`, as libutp does (default true).
+    pub fn reset_unknown(&mut self, on: bool) -> &mut Self {
+        self.reset_unknown = on;
+        self
+    }
+
+    /// Global cap on resets sent for unknown connections (default 100 per second).
+    pub fn max_resets_per_second(&mut self, n: u32) -> &mut Self {
+        self.max_resets_per_second = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.connection.validate()?;
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError("max_connections must be within 1..=1_000_000"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionConfig::default(),
+            max_connections: 10_000,
+            syn_backlog: 512,
+            accept_incoming: true,
+            reset_unknown: true,
+            max_resets_per_second: 100,
+        }
+    }
+}
+
+/// A configuration value out of range; the message names it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(&'static str);
+
+/// Smallest packet BEP 29 mentions (150 bytes).
+const MIN_PACKET_SIZE: usize = 150;
+/// Largest UDP payload over IPv4.
+const MAX_PACKET_SIZE: usize = 65_507;
+/// Upper bound on `max_connections`: 16-bit connection ids per remote make more pointless
+/// for one peer, and this keeps the slab's indices small.
+const MAX_CONNECTIONS: usize = 1_000_000;

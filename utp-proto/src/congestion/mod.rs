@@ -1,0 +1,86 @@
+//! Congestion control behind the [`Controller`] trait.
+//!
+//! A connection asks its controller for a window (bytes it may have in flight) and reports
+//! what happens to its packets. The connection, not the controller, decides what counts as a
+//! congestion event and guarantees that loss is reported at most once per window of data
+//! (RFC 6817 §2.4.1, RFC 5681 §3.2), so controllers stay small and easy to test.
+
+mod new_reno;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use new_reno::{NewReno, NewRenoConfig};
+
+/// Builds one [`Controller`] per connection.
+pub trait ControllerFactory: fmt::Debug + Send + Sync {
+    /// A fresh controller for a connection that starts at `now` sending packets of `mss`
+    /// payload bytes.
+    fn build(&self, now: Instant, mss: usize) -> Box<dyn Controller>;
+}
+
+/// A congestion controller: turns acknowledgements, losses and delay samples into a window.
+pub trait Controller: fmt::Debug + Send {
+    /// A packet with `bytes` of payload left; `in_flight` includes it.
+    fn on_sent(&mut self, now: Instant, bytes: usize, in_flight: usize) {
+        let _ = (now, bytes, in_flight);
+    }
+
+    /// New data was acknowledged (cumulatively or selectively).
+    fn on_ack(&mut self, now: Instant, ack: &AckEvent);
+
+    /// The connection detected congestion. Called at most once per window of data.
+    fn on_congestion_event(&mut self, now: Instant, event: CongestionEvent);
+
+    /// The packet size changed (path MTU discovery).
+    fn on_mtu_update(&mut self, mss: usize) {
+        let _ = mss;
+    }
+
+    /// Bytes of payload the connection may have in flight.
+    fn window(&self) -> usize;
+
+    /// Slow-start threshold, for statistics (`usize::MAX` when unset).
+    fn ssthresh(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// What one incoming acknowledgement did.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct AckEvent {
+    /// Payload bytes newly acknowledged, cumulatively or by SACK.
+    pub bytes_acked: usize,
+    /// Payload bytes in flight before this acknowledgement.
+    pub in_flight: usize,
+    /// An RTT sample from a packet sent exactly once (Karn's rule), if any.
+    pub rtt: Option<Duration>,
+    /// Smallest RTT seen on the connection so far.
+    pub min_rtt: Option<Duration>,
+    /// The peer's measurement of our packets' one-way delay (`timestamp_difference`, µs,
+    /// wrapping; includes the clock offset between the hosts). `None` when the peer had no
+    /// sample (0) or sent uTorrent's uninitialised `INT_MAX`.
+    pub delay_sample: Option<u32>,
+    /// Whether the window, not the application or the peer's receive window, limited sending
+    /// recently. Controllers grow only when this is set.
+    pub cwnd_limited: bool,
+    /// Payload bytes in a full packet.
+    pub mss: usize,
+}
+
+/// Why the connection reports congestion.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum CongestionEvent {
+    /// A packet was declared lost by duplicate ACKs or a SACK hole.
+    Loss {
+        /// Payload bytes in flight when the loss was detected.
+        in_flight: usize,
+    },
+    /// The retransmission timer expired.
+    Timeout {
+        /// Nothing was in flight: the timer fired on an idle connection.
+        idle: bool,
+    },
+}

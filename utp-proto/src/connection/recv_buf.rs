@@ -1,0 +1,323 @@
+//! The receive side: in-order bytes waiting for the application, and out-of-order packets
+//! waiting for the holes below them.
+//!
+//! Everything is bounded by the receive window: unread bytes plus bytes held out of order never
+//! exceed `capacity` (plus one packet of slack for zero-window probes), and no slot is ever
+//! allocated for a sequence number further than `max_reorder` ahead, whatever the peer claims
+//! ("can't allocate buffer space based on untrusted input", UI:2422-2433).
+
+use std::collections::VecDeque;
+
+use crate::packet::SelectiveAckBits;
+use crate::seq::SeqNr;
+
+/// What happened to an incoming packet.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Insert {
+    /// It was the next expected packet; `ack_nr` advanced (maybe past buffered packets).
+    InOrder,
+    /// Buffered until the holes below it fill.
+    OutOfOrder,
+    /// Already received (at or below `ack_nr`, or already buffered).
+    Duplicate,
+    /// Too far ahead of `ack_nr` to buffer.
+    TooFar,
+    /// No room in the receive window.
+    NoSpace,
+    /// Past the peer's FIN.
+    PastFin,
+}
+
+#[derive(Debug)]
+pub(crate) struct RecvBuffer {
+    ready: VecDeque<u8>,
+    /// Slot `i` holds packet `ack_nr + 1 + i`; slot 0 is always empty.
+    reorder: VecDeque<Option<Slot>>,
+    reorder_bytes: usize,
+    ack_nr: SeqNr,
+    capacity: usize,
+    slack: usize,
+    max_reorder: u16,
+    fin: Option<SeqNr>,
+    fin_reached: bool,
+    discard: bool,
+    delivered: u64,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Data(Vec<u8>),
+    Fin,
+}
+
+impl RecvBuffer {
+    /// `ack_nr` is the peer's ISN minus one (nothing received yet); `slack` is how far an
+    /// in-order packet may overshoot `capacity` (one packet, for window probes).
+    pub(crate) fn new(ack_nr: SeqNr, capacity: usize, slack: usize, max_reorder: u16) -> Self {
+        Self {
+            ready: VecDeque::new(),
+            reorder: VecDeque::new(),
+            reorder_bytes: 0,
+            ack_nr,
+            capacity,
+            slack,
+            max_reorder,
+            fin: None,
+            fin_reached: false,
+            discard: false,
+            delivered: 0,
+        }
+    }
+
+    /// The last sequence number received in order.
+    pub(crate) fn ack_nr(&self) -> SeqNr {
+        self.ack_nr
+    }
+
+    /// Reset the starting point (the initiator learns the peer's ISN from the SYN-ACK).
+    pub(crate) fn set_ack_nr(&mut self, ack_nr: SeqNr) {
+        debug_assert!(self.reorder.is_empty() && self.ready.is_empty());
+        self.ack_nr = ack_nr;
+    }
+
+    /// Free space to advertise as `wnd_size`.
+    pub(crate) fn window(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.ready.len() + self.reorder_bytes)
+    }
+
+    /// Unread in-order bytes.
+    pub(crate) fn readable(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Total payload bytes passed in order (read or not).
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Whether any packet is held out of order.
+    pub(crate) fn has_gaps(&self) -> bool {
+        // Slots are only added up to a stored packet and the front is popped as it fills,
+        // so a non-empty ring always holds a packet past a hole.
+        !self.reorder.is_empty()
+    }
+
+    /// Everything up to and including the peer's FIN has arrived.
+    pub(crate) fn fin_reached(&self) -> bool {
+        self.fin_reached
+    }
+
+    /// From now on acknowledge data but throw it away (the application closed).
+    pub(crate) fn discard(&mut self) {
+        self.discard = true;
+        self.ready.clear();
+    }
+
+    /// Take in packet `seq` carrying `payload` (`fin` for an `ST_FIN`).
+    pub(crate) fn insert(&mut self, seq: SeqNr, payload: &[u8], fin: bool) -> Insert {
+        if !seq.is_after(self.ack_nr) {
+            return Insert::Duplicate;
+        }
+        if let Some(f) = self.fin {
+            if seq.is_after(f) || (fin && seq != f) {
+                return Insert::PastFin;
+            }
+        }
+        let dist = self.ack_nr.next().distance_to(seq) as usize;
+        if dist >= usize::from(self.max_reorder) {
+            return Insert::TooFar;
+        }
+        if fin {
+            self.fin = Some(seq);
+        }
+        if dist == 0 {
+            if !self.discard
+                && self.ready.len() + self.reorder_bytes + payload.len()
+                    > self.capacity + self.slack
+            {
+                return Insert::NoSpace;
+            }
+            self.deliver(payload);
+            self.ack_nr = seq;
+            if fin {
+                self.fin_reached = true;
+            }
+            self.drain_reorder();
+            return Insert::InOrder;
+        }
+        if self.reorder.get(dist).is_some_and(Option::is_some) {
+            return Insert::Duplicate;
+        }
+        if !fin && self.ready.len() + self.reorder_bytes + payload.len() > self.capacity {
+            return Insert::NoSpace;
+        }
+        if self.reorder.len() <= dist {
+            self.reorder.resize_with(dist + 1, || None);
+        }
+        self.reorder_bytes += payload.len();
+        self.reorder[dist] = Some(if fin {
+            Slot::Fin
+        } else {
+            Slot::Data(payload.to_vec())
+        });
+        Insert::OutOfOrder
+    }
+
+    fn deliver(&mut self, payload: &[u8]) {
+        self.delivered += payload.len() as u64;
+        if !self.discard {
+            self.ready.extend(payload);
+        }
+    }
+
+    /// Move packets that became in-order out of the reorder slots.
+    fn drain_reorder(&mut self) {
+        // Slot 0 stood for the packet just delivered (never stored); after each pop the
+        // front stands for `ack_nr + 1` again.
+        self.reorder.pop_front();
+        while let Some(Some(_)) = self.reorder.front() {
+            let Some(Some(slot)) = self.reorder.pop_front() else {
+                break;
+            };
+            self.ack_nr = self.ack_nr.next();
+            match slot {
+                Slot::Data(bytes) => {
+                    self.reorder_bytes -= bytes.len();
+                    self.deliver(&bytes);
+                }
+                Slot::Fin => self.fin_reached = true,
+            }
+        }
+        if self.fin_reached {
+            // Nothing past the FIN is kept (libutp clears its reorder buffer, UI:2359-2379).
+            self.reorder.clear();
+            self.reorder_bytes = 0;
+        }
+    }
+
+    /// Read in-order bytes into `buf`.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.ready.len());
+        for (dst, src) in buf.iter_mut().zip(self.ready.drain(..n)) {
+            *dst = src;
+        }
+        n
+    }
+
+    /// The selective ACK for the packets held out of order (bit `i` = `ack_nr + 2 + i`).
+    pub(crate) fn sack(&self) -> Option<SelectiveAckBits> {
+        if !self.has_gaps() {
+            return None;
+        }
+        let mut bits = SelectiveAckBits::default();
+        for (i, slot) in self
+            .reorder
+            .iter()
+            .skip(1)
+            .take(SelectiveAckBits::BITS)
+            .enumerate()
+        {
+            if slot.is_some() {
+                bits.set(i);
+            }
+        }
+        (!bits.is_empty()).then_some(bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn buf() -> RecvBuffer {
+        RecvBuffer::new(SeqNr(0xfffd), 100, 10, 64)
+    }
+
+    fn read_all(b: &mut RecvBuffer) -> Vec<u8> {
+        let mut out = vec![0; 1000];
+        let n = b.read(&mut out);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn in_order_across_wrap() {
+        let mut b = buf();
+        assert_eq!(b.insert(SeqNr(0xfffe), b"ab", false), Insert::InOrder);
+        assert_eq!(b.insert(SeqNr(0xffff), b"cd", false), Insert::InOrder);
+        assert_eq!(b.insert(SeqNr(0), b"ef", false), Insert::InOrder);
+        assert_eq!(b.ack_nr(), SeqNr(0));
+        assert_eq!(read_all(&mut b), b"abcdef");
+        assert_eq!(b.insert(SeqNr(0xffff), b"cd", false), Insert::Duplicate);
+    }
+
+    #[test]
+    fn reorder_fills_holes_and_sacks() {
+        let mut b = buf();
+        assert_eq!(b.insert(SeqNr(0), b"3", false), Insert::OutOfOrder);
+        assert_eq!(b.insert(SeqNr(0xffff), b"2", false), Insert::OutOfOrder);
+        assert_eq!(b.insert(SeqNr(0), b"3", false), Insert::Duplicate);
+        // ack_nr = 0xfffd: bit i = 0xffff + i. 0xffff -> bit 0, 0 -> bit 1.
+        assert_eq!(b.sack().map(|s| s.to_bytes()), Some([0b11, 0, 0, 0]));
+        assert_eq!(b.window(), 98);
+        assert_eq!(b.insert(SeqNr(0xfffe), b"1", false), Insert::InOrder);
+        assert_eq!(b.ack_nr(), SeqNr(0));
+        assert_eq!(b.sack(), None);
+        assert_eq!(read_all(&mut b), b"123");
+    }
+
+    #[test]
+    fn fin_ahead_of_data_waits_for_the_hole() {
+        let mut b = buf();
+        assert_eq!(b.insert(SeqNr(0xffff), b"", true), Insert::OutOfOrder);
+        assert!(!b.fin_reached());
+        assert_eq!(b.insert(SeqNr(0), b"late", false), Insert::PastFin);
+        assert_eq!(b.insert(SeqNr(0xfffe), b"data", false), Insert::InOrder);
+        assert!(b.fin_reached());
+        assert_eq!(b.ack_nr(), SeqNr(0xffff));
+        assert_eq!(read_all(&mut b), b"data");
+    }
+
+    #[test]
+    fn window_and_reorder_distance_are_bounded() {
+        let mut b = buf();
+        assert_eq!(b.insert(SeqNr(0xfffd).add(65), b"x", false), Insert::TooFar);
+        assert_eq!(b.insert(SeqNr(0xffff), &[0; 101], false), Insert::NoSpace);
+        // In order may use the probe slack.
+        assert_eq!(b.insert(SeqNr(0xfffe), &[0; 105], false), Insert::InOrder);
+        assert_eq!(b.window(), 0);
+        assert_eq!(b.insert(SeqNr(0xffff), &[0; 10], false), Insert::NoSpace);
+    }
+
+    #[test]
+    fn discard_acks_but_drops() {
+        let mut b = buf();
+        b.discard();
+        assert_eq!(b.insert(SeqNr(0xfffe), &[0; 500], false), Insert::InOrder);
+        assert_eq!(b.readable(), 0);
+        assert_eq!(b.delivered(), 500);
+    }
+
+    proptest! {
+        /// The buffer delivers exactly the stream, whatever order packets arrive in.
+        #[test]
+        fn matches_a_model(order in Just((0u16..40).collect::<Vec<_>>()).prop_shuffle(),
+                           dups in proptest::collection::vec(0u16..40, 0..20)) {
+            let mut b = RecvBuffer::new(SeqNr(0xffef), 1 << 20, 0, 64);
+            let payload = |i: u16| vec![i as u8; usize::from(i % 7) + 1];
+            for i in order.iter().chain(dups.iter()) {
+                b.insert(SeqNr(0xfff0).add(*i), &payload(*i), false);
+            }
+            prop_assert_eq!(b.ack_nr(), SeqNr(0xfff0).add(39));
+            let want: Vec<u8> = (0..40).flat_map(payload).collect();
+            let mut got = vec![0; want.len() + 10];
+            let n = b.read(&mut got);
+            got.truncate(n);
+            prop_assert_eq!(got, want);
+            prop_assert!(!b.has_gaps());
+        }
+    }
+}

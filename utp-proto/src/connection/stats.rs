@@ -1,0 +1,59 @@
+//! Per-connection counters.
+
+use std::time::Duration;
+
+/// A snapshot of one connection's counters and estimates.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Smoothed round-trip time, once a sample arrived.
+    pub rtt: Option<Duration>,
+    /// Smallest round-trip time seen.
+    pub min_rtt: Option<Duration>,
+    /// Current retransmission timeout, backoff included.
+    pub rto: Duration,
+    /// Congestion window in bytes.
+    pub cwnd: usize,
+    /// Slow-start threshold in bytes (`usize::MAX` when unset).
+    pub ssthresh: usize,
+    /// Payload bytes sent and not yet acknowledged or declared lost.
+    pub bytes_in_flight: usize,
+    /// The peer's last advertised receive window.
+    pub peer_window: usize,
+    /// The receive window we last advertised.
+    pub advertised_window: usize,
+    /// Datagrams sent (all types, retransmissions included).
+    pub packets_sent: u64,
+    /// Datagrams received and accepted for this connection.
+    pub packets_received: u64,
+    /// New payload bytes sent (retransmissions not counted).
+    pub bytes_sent: u64,
+    /// Payload bytes delivered in order.
+    pub bytes_received: u64,
+    /// Data packets sent for the first time.
+    pub data_packets_sent: u64,
+    /// Data packets received (duplicates included).
+    pub data_packets_received: u64,
+    /// `ST_STATE` packets sent.
+    pub acks_sent: u64,
+    /// Packets sent again, for any reason.
+    pub retransmits: u64,
+    /// Packets sent again after duplicate ACKs or a SACK hole.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Congestion events reported to the controller (loss, at most one per window).
+    pub congestion_events: u64,
+    /// Duplicate data packets received.
+    pub duplicates_received: u64,
+    /// Data packets received out of order and buffered.
+    pub out_of_order_received: u64,
+    /// Incoming packets dropped: too far ahead, no room, past the FIN.
+    pub dropped_packets: u64,
+    /// Incoming packets ignored because their `ack_nr` acknowledged nothing we sent.
+    pub invalid_acks: u64,
+    /// Zero-window probes sent.
+    pub zero_window_probes: u64,
+    /// Keepalives sent.
+    pub keepalives_sent: u64,
+}

@@ -1,0 +1,642 @@
+//! The [`Endpoint`]: every connection on one UDP socket.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use tracing::{debug, trace};
+
+use crate::config::{ConfigError, ConnectionConfig, EndpointConfig};
+use crate::connection::{Connection, ConnectionStats, ReadError, WriteError};
+use crate::packet::{Header, OutgoingExtensions, Packet, PacketType};
+use crate::seq::{SeqNr, Timestamp};
+use crate::{ConnectionHandle, Event, Side, Transmit};
+
+/// Owns every uTP connection on one UDP socket: demultiplexes datagrams, answers strays,
+/// runs timers and collects output.
+///
+/// # Driving an endpoint
+///
+/// - **Getters** ([`stats`](Self::stats), [`connection_stats`](Self::connection_stats),
+///   [`remote`](Self::remote), ...) never change state.
+/// - **Inputs**: [`handle_datagram`](Self::handle_datagram) for each received datagram and
+///   [`handle_timeout`](Self::handle_timeout) when the deadline from
+///   [`poll_timeout`](Self::poll_timeout) passes.
+/// - **Application calls**: [`connect`](Self::connect), [`write`](Self::write),
+///   [`read`](Self::read), [`shutdown`](Self::shutdown), [`close`](Self::close),
+///   [`reset`](Self::reset).
+/// - **Outputs**, drained until `None` after every input or call:
+///   [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event), then
+///   [`poll_timeout`](Self::poll_timeout).
+pub struct Endpoint {
+    config: EndpointConfig,
+    epoch: Instant,
+    last_now: Instant,
+    rng: ChaCha8Rng,
+    connections: Vec<Option<Connection>>,
+    free_slots: Vec<usize>,
+    live: usize,
+    unverified: usize,
+    /// `(remote, our receive id)` to slot.
+    by_id: BTreeMap<(SocketAddr, u16), usize>,
+    /// Connections with a deadline, ordered by it.
+    timers: BTreeSet<(Instant, usize)>,
+    armed: Vec<Option<Instant>>,
+    /// Connections that may have a datagram to send, round robin.
+    send_queue: VecDeque<usize>,
+    queued: Vec<bool>,
+    /// Datagrams the endpoint itself sends (resets to strays).
+    stray_replies: VecDeque<(SocketAddr, Header)>,
+    events: VecDeque<(ConnectionHandle, Event)>,
+    resets: ResetLimiter,
+    stats: EndpointStats,
+}
+
+/// Endpoint-wide counters; every dropped datagram is counted under one reason.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Datagrams passed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Datagrams returned by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// Datagrams that did not parse as uTP.
+    pub malformed: u64,
+    /// Packets for no known connection.
+    pub unknown_connection: u64,
+    /// `ST_RESET` sent to strays.
+    pub resets_sent: u64,
+    /// Resets to strays suppressed by the rate limit.
+    pub resets_suppressed: u64,
+    /// `ST_RESET` received that matched no connection or failed validation.
+    pub resets_ignored: u64,
+    /// SYNs dropped: incoming connections are disabled.
+    pub syn_refused: u64,
+    /// SYNs dropped: `max_connections` reached.
+    pub syn_dropped_connections: u64,
+    /// SYNs dropped: `syn_backlog` unverified connections already exist.
+    pub syn_dropped_backlog: u64,
+    /// Duplicate SYNs answered with the same SYN-ACK.
+    pub duplicate_syns: u64,
+    /// Connections accepted (verified).
+    pub connections_accepted: u64,
+    /// Connections opened with `connect`.
+    pub connections_initiated: u64,
+    /// Connections currently held, in any state.
+    pub connections: usize,
+}
+
+/// Why [`Endpoint::connect`] failed.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// `max_connections` connections exist already.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// The address is unspecified, multicast or has port 0.
+    #[error("invalid remote address")]
+    InvalidRemoteAddress,
+    /// Every connection id toward this remote is taken.
+    #[error("no free connection id for this remote")]
+    NoConnectionIds,
+}
+
+impl Endpoint {
+    /// A new endpoint. `now` is the epoch of its wire timestamps; `seed` feeds the only
+    /// random number generator (connection ids and initial sequence numbers). Give each
+    /// endpoint an unpredictable seed from the OS in production, a fixed one in tests.
+    pub fn new(config: EndpointConfig, now: Instant, seed: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            resets: ResetLimiter::new(config.max_resets_per_second),
+            config,
+            epoch: now,
+            last_now: now,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            connections: Vec::new(),
+            free_slots: Vec::new(),
+            live: 0,
+            unverified: 0,
+            by_id: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            armed: Vec::new(),
+            send_queue: VecDeque::new(),
+            queued: Vec::new(),
+            stray_replies: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// The endpoint's configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Endpoint-wide counters.
+    pub fn stats(&self) -> EndpointStats {
+        let mut s = self.stats.clone();
+        s.connections = self.live;
+        s
+    }
+
+    /// Counters and estimates of one connection.
+    pub fn connection_stats(&self, ch: ConnectionHandle) -> Option<ConnectionStats> {
+        self.conn(ch).map(Connection::stats)
+    }
+
+    /// The peer of a connection.
+    pub fn remote(&self, ch: ConnectionHandle) -> Option<SocketAddr> {
+        self.conn(ch).map(Connection::remote)
+    }
+
+    /// Which side opened a connection.
+    pub fn side(&self, ch: ConnectionHandle) -> Option<Side> {
+        self.conn(ch).map(Connection::side)
+    }
+
+    /// Bytes waiting to be read on a connection.
+    pub fn readable_bytes(&self, ch: ConnectionHandle) -> usize {
+        self.conn(ch).map_or(0, Connection::readable)
+    }
+
+    /// Whether the connection has ended (it may still hold unread bytes).
+    pub fn is_closed(&self, ch: ConnectionHandle) -> bool {
+        self.conn(ch).is_none_or(Connection::is_closed)
+    }
+
+    /// Connections currently held, in any state.
+    pub fn connection_count(&self) -> usize {
+        self.live
+    }
+
+    // ----- application calls ---------------------------------------------------------------
+
+    /// Open a connection to `remote` with the endpoint's default connection settings. The
+    /// SYN goes out at the next [`poll_transmit`](Self::poll_transmit); [`Event::Connected`]
+    /// or [`Event::Closed`] follows.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let config = self.config.connection.clone();
+        self.connect_with(now, remote, config)
+    }
+
+    /// Open a connection with its own settings.
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        config: ConnectionConfig,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let now = self.clamp(now);
+        let ip = remote.ip();
+        if ip.is_unspecified() || ip.is_multicast() || remote.port() == 0 {
+            return Err(ConnectError::InvalidRemoteAddress);
+        }
+        if self.live >= self.config.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        // Our receive id r must be free, and so must r + 1 as seen by a future acceptor
+        // here for the same remote (its receive id is the SYN's id + 1).
+        let mut recv_id = None;
+        for _ in 0..64 {
+            let r = self.rng.next_u32() as u16;
+            if !self.by_id.contains_key(&(remote, r)) {
+                recv_id = Some(r);
+                break;
+            }
+        }
+        let recv_id = recv_id.ok_or(ConnectError::NoConnectionIds)?;
+        let isn = SeqNr(self.rng.next_u32() as u16);
+        let conn = Connection::connect(now, self.epoch, remote, recv_id, isn, config);
+        let ch = self.insert(conn);
+        self.stats.connections_initiated += 1;
+        debug!(%remote, recv_id, %isn, "connecting");
+        self.after(ch.0, now);
+        Ok(ch)
+    }
+
+    /// Queue bytes for sending; returns how many were taken (all of them unless the send
+    /// buffer filled up). `Err(Blocked)` when none fit: retry after [`Event::Writable`].
+    pub fn write(&mut self, ch: ConnectionHandle, data: &[u8]) -> Result<usize, WriteError> {
+        let now = self.last_now;
+        let conn = self.conn_mut(ch).ok_or(WriteError::UnknownConnection)?;
+        let r = conn.write(data);
+        self.after(ch.0, now);
+        r
+    }
+
+    /// Read received bytes in order. `Ok(0)` means the peer finished its stream (FIN) and
+    /// everything before it was read; `Err(Blocked)` means wait for [`Event::Readable`].
+    pub fn read(&mut self, ch: ConnectionHandle, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let now = self.last_now;
+        let conn = self.conn_mut(ch).ok_or(ReadError::UnknownConnection)?;
+        let r = conn.read(buf);
+        self.after(ch.0, now);
+        r
+    }
+
+    /// Half-close: send a FIN after the data written so far and keep reading.
+    pub fn shutdown(&mut self, ch: ConnectionHandle, now: Instant) {
+        let now = self.clamp(now);
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.shutdown();
+            self.after(ch.0, now);
+        }
+    }
+
+    /// Graceful close: deliver everything written, send a FIN, stop delivering incoming
+    /// data, and free the connection when both directions are done ([`Event::Freed`]).
+    /// The handle must not be used after `Freed`.
+    pub fn close(&mut self, ch: ConnectionHandle, now: Instant) {
+        let now = self.clamp(now);
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.close(now);
+            self.after(ch.0, now);
+        }
+    }
+
+    /// Abort: send `ST_RESET`, drop all buffered data and free the connection.
+    pub fn reset(&mut self, ch: ConnectionHandle, now: Instant) {
+        let now = self.clamp(now);
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.reset();
+            self.after(ch.0, now);
+        }
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Process one datagram from `remote`. Datagrams that are not uTP, or not for us, are
+    /// counted and dropped; this never fails and never panics. Returns whether the datagram
+    /// parsed as uTP, so a caller sharing the socket (DHT, trackers) can take the rest.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &[u8]) -> bool {
+        let now = self.clamp(now);
+        self.stats.datagrams_received += 1;
+        let packet = match Packet::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                trace!(%remote, error = %e, "malformed datagram");
+                self.stats.malformed += 1;
+                return false;
+            }
+        };
+        let h = *packet.header();
+        match h.packet_type {
+            PacketType::Syn => self.handle_syn(now, remote, &h),
+            PacketType::Reset => self.handle_reset(now, remote, &h),
+            _ => match self.by_id.get(&(remote, h.connection_id)).copied() {
+                Some(slot) => {
+                    if let Some(conn) = self.connections[slot].as_mut() {
+                        let was_unverified = conn.is_unverified();
+                        conn.handle_packet(now, &packet);
+                        if was_unverified && !conn.is_unverified() {
+                            self.unverified -= 1;
+                            if conn.is_known_to_app() {
+                                self.stats.connections_accepted += 1;
+                            }
+                        }
+                    }
+                    self.after(slot, now);
+                }
+                None => self.handle_stray(now, remote, &h),
+            },
+        }
+        true
+    }
+
+    /// Run timers that are due. Calling it early or twice is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        while let Some(&(at, slot)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.armed[slot] = None;
+            if let Some(conn) = self.connections[slot].as_mut() {
+                let was_unverified = conn.is_unverified();
+                conn.handle_timeout(now);
+                if was_unverified && !conn.is_unverified() {
+                    self.unverified -= 1;
+                }
+            }
+            self.after(slot, now);
+        }
+        self.resets.expire(now);
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// Write the next datagram to send into `buf` (cleared first) and say where it goes.
+    /// Call until `None` after every input and application call.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let now = self.clamp(now);
+        buf.clear();
+        if let Some((destination, h)) = self.stray_replies.pop_front() {
+            h.encode(&OutgoingExtensions::default(), buf);
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                destination,
+                len: buf.len(),
+            });
+        }
+        while let Some(slot) = self.send_queue.pop_front() {
+            self.queued[slot] = false;
+            let Some(conn) = self.connections[slot].as_mut() else {
+                continue;
+            };
+            let t = conn.poll_transmit(now, buf);
+            if t.is_some() {
+                // Round robin: the connection goes to the back and is asked again later.
+                self.queued[slot] = true;
+                self.send_queue.push_back(slot);
+            }
+            self.settle(slot, now);
+            if let Some(t) = t {
+                self.stats.datagrams_sent += 1;
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The next application event. Call until `None` after every input and call.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) has work to do. Changes
+    /// after any input, application call or transmit.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.first().map(|&(t, _)| t);
+        match (t, self.resets.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        // Time never runs backwards inside the endpoint.
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    fn conn(&self, ch: ConnectionHandle) -> Option<&Connection> {
+        self.connections.get(ch.0)?.as_ref()
+    }
+
+    fn conn_mut(&mut self, ch: ConnectionHandle) -> Option<&mut Connection> {
+        self.connections.get_mut(ch.0)?.as_mut()
+    }
+
+    fn insert(&mut self, conn: Connection) -> ConnectionHandle {
+        let key = (conn.remote(), conn.recv_id());
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.connections[s] = Some(conn);
+                s
+            }
+            None => {
+                self.connections.push(Some(conn));
+                self.armed.push(None);
+                self.queued.push(false);
+                self.connections.len() - 1
+            }
+        };
+        self.by_id.insert(key, slot);
+        self.live += 1;
+        ConnectionHandle(slot)
+    }
+
+    /// After anything touched connection `slot`: move its events out, queue it for sending.
+    fn after(&mut self, slot: usize, now: Instant) {
+        if !self.queued[slot] && self.connections[slot].is_some() {
+            self.queued[slot] = true;
+            self.send_queue.push_back(slot);
+        }
+        self.settle(slot, now);
+    }
+
+    /// Collect events, re-arm the timer, and free the connection if it is finished.
+    fn settle(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.connections[slot].as_mut() else {
+            return;
+        };
+        let ch = ConnectionHandle(slot);
+        while let Some(e) = conn.poll_event() {
+            self.events.push_back((ch, e));
+        }
+        let deadline = conn.poll_timeout();
+        let drained = conn.is_drained(now);
+        if self.armed[slot] != deadline {
+            if let Some(old) = self.armed[slot] {
+                self.timers.remove(&(old, slot));
+            }
+            if let Some(new) = deadline {
+                self.timers.insert((new, slot));
+            }
+            self.armed[slot] = deadline;
+        }
+        if drained {
+            self.free(slot);
+        }
+    }
+
+    fn free(&mut self, slot: usize) {
+        let Some(conn) = self.connections[slot].take() else {
+            return;
+        };
+        if let Some(at) = self.armed[slot].take() {
+            self.timers.remove(&(at, slot));
+        }
+        if conn.is_unverified() {
+            self.unverified -= 1;
+        }
+        self.by_id.remove(&(conn.remote(), conn.recv_id()));
+        self.live -= 1;
+        self.free_slots.push(slot);
+        if conn.is_known_to_app() {
+            self.events
+                .push_back((ConnectionHandle(slot), Event::Freed));
+        }
+        trace!(remote = %conn.remote(), "connection freed");
+    }
+
+    fn handle_syn(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
+        // The acceptor receives on the SYN's id + 1 (BEP 29 §connection setup).
+        let key = (remote, h.connection_id.wrapping_add(1));
+        if let Some(&slot) = self.by_id.get(&key) {
+            if let Some(conn) = self.connections[slot].as_mut() {
+                if conn.handle_syn(h) {
+                    self.stats.duplicate_syns += 1;
+                    self.after(slot, now);
+                }
+            }
+            return;
+        }
+        if !self.config.accept_incoming {
+            self.stats.syn_refused += 1;
+            return;
+        }
+        if self.live >= self.config.max_connections {
+            self.stats.syn_dropped_connections += 1;
+            return;
+        }
+        if self.unverified >= self.config.syn_backlog {
+            self.stats.syn_dropped_backlog += 1;
+            return;
+        }
+        let isn = SeqNr(self.rng.next_u32() as u16);
+        let conn = Connection::accept(
+            now,
+            self.epoch,
+            remote,
+            h,
+            isn,
+            self.config.connection.clone(),
+        );
+        let ch = self.insert(conn);
+        self.unverified += 1;
+        trace!(%remote, conn_id = h.connection_id, "SYN received");
+        self.after(ch.0, now);
+    }
+
+    fn handle_reset(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
+        // A reset normally carries our receive id; libutp's reset for a connection it does
+        // not know carries our send id, which is our receive id ± 1 (PROTOCOL §2.3).
+        let id = h.connection_id;
+        let candidates = [
+            self.by_id.get(&(remote, id)).copied(),
+            self.by_id.get(&(remote, id.wrapping_sub(1))).copied(),
+            self.by_id.get(&(remote, id.wrapping_add(1))).copied(),
+        ];
+        for (i, slot) in candidates.into_iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let Some(conn) = self.connections[slot].as_mut() else {
+                continue;
+            };
+            if i > 0 && conn.send_id() != id {
+                continue;
+            }
+            let was_unverified = conn.is_unverified();
+            if conn.handle_reset(h) {
+                if was_unverified {
+                    self.unverified -= 1;
+                }
+                self.after(slot, now);
+                return;
+            }
+        }
+        self.stats.resets_ignored += 1;
+    }
+
+    /// A non-SYN packet for no connection: answer with a rate-limited reset, like libutp.
+    fn handle_stray(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
+        self.stats.unknown_connection += 1;
+        if !self.config.reset_unknown {
+            return;
+        }
+        if !self.resets.allow(now, remote, h.connection_id)
+            || self.stray_replies.len() >= MAX_STRAY_REPLIES
+        {
+            self.stats.resets_suppressed += 1;
+            return;
+        }
+        self.stats.resets_sent += 1;
+        let reset = Header {
+            packet_type: PacketType::Reset,
+            connection_id: h.connection_id,
+            timestamp: Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32),
+            timestamp_difference: 0,
+            wnd_size: 0,
+            seq_nr: SeqNr(self.rng.next_u32() as u16),
+            ack_nr: h.seq_nr,
+        };
+        self.stray_replies.push_back((remote, reset));
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.live)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Resets queued for strays at most (each is 20 bytes).
+const MAX_STRAY_REPLIES: usize = 64;
+/// Entries remembered for reset de-duplication (libutp's `RST_INFO_LIMIT`).
+const RESET_MEMORY: usize = 1000;
+/// How long one (remote, id) pair gets no second reset (libutp's `RST_INFO_TIMEOUT`).
+const RESET_MEMORY_TIME: Duration = Duration::from_secs(10);
+
+/// libutp's `rst_info` table plus a global token bucket.
+#[derive(Debug)]
+struct ResetLimiter {
+    recent: VecDeque<(Instant, SocketAddr, u16)>,
+    members: BTreeSet<(SocketAddr, u16)>,
+    per_second: u32,
+    window_start: Option<Instant>,
+    in_window: u32,
+}
+
+impl ResetLimiter {
+    fn new(per_second: u32) -> Self {
+        Self {
+            recent: VecDeque::new(),
+            members: BTreeSet::new(),
+            per_second,
+            window_start: None,
+            in_window: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant, remote: SocketAddr, id: u16) -> bool {
+        self.expire(now);
+        if self.members.contains(&(remote, id)) || self.recent.len() >= RESET_MEMORY {
+            return false;
+        }
+        match self.window_start {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                if self.in_window >= self.per_second {
+                    return false;
+                }
+            }
+            _ => {
+                self.window_start = Some(now);
+                self.in_window = 0;
+            }
+        }
+        self.in_window += 1;
+        self.recent.push_back((now, remote, id));
+        self.members.insert((remote, id));
+        true
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, remote, id)) = self.recent.front() {
+            if now.saturating_duration_since(t) < RESET_MEMORY_TIME {
+                break;
+            }
+            self.recent.pop_front();
+            self.members.remove(&(remote, id));
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.recent.front().map(|&(t, _, _)| t + RESET_MEMORY_TIME)
+    }
+}
