@@ -1,0 +1,418 @@
+//! State shared by the driver, the socket handles and the streams: the [`Endpoint`] plus the
+//! wakers of everything waiting on it. Always behind one mutex that is never held across an
+//! `.await` (or any other suspension point).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use tracing::{Span, debug, debug_span, trace};
+use utp_proto::{ConnectionError, ConnectionHandle, Endpoint, EndpointStats, Event};
+
+use crate::config::SocketConfig;
+use crate::runtime::Runtime;
+
+/// Counters of one socket: the endpoint's plus the adapter's own.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// The protocol endpoint's counters.
+    pub endpoint: EndpointStats,
+    /// Times the driver task ran. An idle socket should barely move this.
+    pub driver_wakeups: u64,
+    /// Datagrams received from the socket (uTP or not).
+    pub datagrams_received: u64,
+    /// Datagrams handed to the socket (uTP and raw).
+    pub datagrams_sent: u64,
+    /// Non-uTP datagrams queued for the application.
+    pub raw_received: u64,
+    /// Non-uTP datagrams dropped because the application's queue was full.
+    pub raw_dropped: u64,
+    /// Raw datagrams the application sent through the socket.
+    pub raw_sent: u64,
+    /// Times a send would have blocked; the datagram was kept and sent later.
+    pub send_would_block: u64,
+    /// Datagrams the OS refused to send (unreachable, too big, ...).
+    pub send_errors: u64,
+    /// Errors from receiving that the driver skipped (ICMP reports, interrupted calls).
+    pub recv_errors: u64,
+    /// Incoming connections reset because the accept queue was full or the socket closed.
+    pub incoming_refused: u64,
+    /// Dropped streams whose graceful close outlived the linger time and were reset.
+    pub linger_resets: u64,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) local_addr: SocketAddr,
+}
+
+impl Shared {
+    pub(crate) fn new(state: State, runtime: Arc<dyn Runtime>, local_addr: SocketAddr) -> Self {
+        Self {
+            state: Mutex::new(state),
+            runtime,
+            local_addr,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug that already surfaced on that thread;
+        // carrying on beats turning every later call into a second panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the adapter knows about one connection the application holds (or is about to).
+pub(crate) struct Conn {
+    /// The peer, as the application sees it (IPv4-mapped addresses unmapped).
+    pub(crate) remote: SocketAddr,
+    pub(crate) connected: bool,
+    pub(crate) closed: bool,
+    pub(crate) error: Option<ConnectionError>,
+    /// The application gave the handle back (close or reset): the endpoint frees it.
+    pub(crate) released: bool,
+    pub(crate) linger_until: Option<Instant>,
+    pub(crate) connect_waker: Option<Waker>,
+    pub(crate) span: Span,
+}
+
+impl Conn {
+    pub(crate) fn new(ch: ConnectionHandle, remote: SocketAddr) -> Self {
+        Self {
+            remote,
+            connected: false,
+            closed: false,
+            error: None,
+            released: false,
+            linger_until: None,
+            connect_waker: None,
+            span: debug_span!("utp_conn", id = ch.0, %remote),
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) config: SocketConfig,
+    pub(crate) conns: HashMap<ConnectionHandle, Conn>,
+    pub(crate) blocked_readers: HashMap<ConnectionHandle, Waker>,
+    pub(crate) blocked_writers: HashMap<ConnectionHandle, Waker>,
+    /// Verified incoming connections not yet taken by `accept`.
+    pub(crate) incoming: VecDeque<ConnectionHandle>,
+    pub(crate) accept_wakers: Vec<Waker>,
+    /// Non-uTP datagrams for the application.
+    pub(crate) raw_in: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(crate) raw_in_wakers: Vec<Waker>,
+    /// Raw datagrams from the application, sent by the driver.
+    pub(crate) raw_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(crate) raw_out_wakers: Vec<Waker>,
+    driver_waker: Option<Waker>,
+    /// The driver was woken and has not run since: no need to wake it again.
+    driver_notified: bool,
+    /// Released connections by the time their graceful close gives up.
+    pub(crate) lingering: BTreeSet<(Instant, ConnectionHandle)>,
+    /// No more accepts, connects or raw datagrams (`close`, or every handle dropped).
+    pub(crate) closed: bool,
+    /// Every socket handle is gone: the driver ends once the connections are freed.
+    pub(crate) handles_dropped: bool,
+    /// The driver stopped for good; every call fails with this.
+    pub(crate) fatal: Option<(io::ErrorKind, String)>,
+    pub(crate) stats: SocketStats,
+    /// The socket is IPv6: IPv4 peers are addressed IPv4-mapped.
+    pub(crate) ipv6: bool,
+}
+
+impl State {
+    pub(crate) fn new(endpoint: Endpoint, config: SocketConfig, ipv6: bool) -> Self {
+        Self {
+            endpoint,
+            config,
+            conns: HashMap::new(),
+            blocked_readers: HashMap::new(),
+            blocked_writers: HashMap::new(),
+            incoming: VecDeque::new(),
+            accept_wakers: Vec::new(),
+            raw_in: VecDeque::new(),
+            raw_in_wakers: Vec::new(),
+            raw_out: VecDeque::new(),
+            raw_out_wakers: Vec::new(),
+            driver_waker: None,
+            driver_notified: false,
+            lingering: BTreeSet::new(),
+            closed: false,
+            handles_dropped: false,
+            fatal: None,
+            stats: SocketStats::default(),
+            ipv6,
+        }
+    }
+
+    // ----- the driver's waker --------------------------------------------------------------
+
+    /// Called by the driver at the start of every run.
+    pub(crate) fn register_driver(&mut self, waker: &Waker) {
+        self.driver_notified = false;
+        self.stats.driver_wakeups += 1;
+        match &self.driver_waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.driver_waker = Some(waker.clone()),
+        }
+    }
+
+    /// Something changed that the driver must act on (an application call, a new datagram
+    /// to send). Cheap when the driver is already scheduled.
+    pub(crate) fn wake_driver(&mut self) {
+        if !self.driver_notified {
+            if let Some(w) = &self.driver_waker {
+                self.driver_notified = true;
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    // ----- addresses -----------------------------------------------------------------------
+
+    /// The address as the endpoint and the socket use it: IPv4 becomes IPv4-mapped on an
+    /// IPv6 socket; an IPv4-mapped address becomes IPv4 on an IPv4 socket.
+    pub(crate) fn to_native(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        match (self.ipv6, addr) {
+            (true, SocketAddr::V4(a)) => Ok(SocketAddr::V6(SocketAddrV6::new(
+                a.ip().to_ipv6_mapped(),
+                a.port(),
+                0,
+                0,
+            ))),
+            (false, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+                Some(ip) => Ok(SocketAddr::new(ip.into(), a.port())),
+                None => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "IPv6 address on an IPv4 socket",
+                )),
+            },
+            _ => Ok(addr),
+        }
+    }
+
+    // ----- errors --------------------------------------------------------------------------
+
+    pub(crate) fn fatal_error(&self) -> Option<io::Error> {
+        self.fatal
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    /// The error for accept, connect and raw datagrams on a closed socket.
+    pub(crate) fn closed_error(&self) -> io::Error {
+        self.fatal_error()
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "uTP socket closed"))
+    }
+
+    /// The driver cannot go on: fail every waiter.
+    pub(crate) fn fail(&mut self, kind: io::ErrorKind, msg: String) {
+        if self.fatal.is_none() {
+            debug!(?kind, %msg, "uTP driver stopped");
+            self.fatal = Some((kind, msg));
+        }
+        self.closed = true;
+        self.wake_all();
+    }
+
+    pub(crate) fn wake_all(&mut self) {
+        for (_, w) in self.blocked_readers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.blocked_writers.drain() {
+            w.wake();
+        }
+        for c in self.conns.values_mut() {
+            if let Some(w) = c.connect_waker.take() {
+                w.wake();
+            }
+        }
+        self.wake_acceptors();
+        for w in self.raw_in_wakers.drain(..) {
+            w.wake();
+        }
+        for w in self.raw_out_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn wake_acceptors(&mut self) {
+        for w in self.accept_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn wake_conn(&mut self, ch: ConnectionHandle) {
+        if let Some(w) = self.blocked_readers.remove(&ch) {
+            w.wake();
+        }
+        if let Some(w) = self.blocked_writers.remove(&ch) {
+            w.wake();
+        }
+        if let Some(w) = self.conns.get_mut(&ch).and_then(|c| c.connect_waker.take()) {
+            w.wake();
+        }
+    }
+
+    // ----- socket lifecycle ----------------------------------------------------------------
+
+    /// Stop accepting: reset connections nobody accepted, fail waiting acceptors.
+    pub(crate) fn close(&mut self, now: Instant) {
+        if !self.closed {
+            debug!("uTP socket closed");
+        }
+        self.closed = true;
+        while let Some(ch) = self.incoming.pop_front() {
+            self.release(ch, now, true);
+            self.stats.incoming_refused += 1;
+        }
+        self.wake_acceptors();
+        for w in self.raw_in_wakers.drain(..) {
+            w.wake();
+        }
+        for w in self.raw_out_wakers.drain(..) {
+            w.wake();
+        }
+        self.wake_driver();
+    }
+
+    /// Give a connection back to the endpoint: gracefully (`close`, bounded by the linger
+    /// time) or with a reset.
+    pub(crate) fn release(&mut self, ch: ConnectionHandle, now: Instant, reset: bool) {
+        let linger = self.config.close_linger;
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if conn.released {
+            return;
+        }
+        conn.released = true;
+        {
+            let _span = conn.span.enter();
+            trace!(reset, "released by the application");
+        }
+        if reset {
+            self.endpoint.reset(ch, now);
+        } else {
+            let until = now + linger;
+            conn.linger_until = Some(until);
+            self.lingering.insert((until, ch));
+            self.endpoint.close(ch, now);
+        }
+        self.wake_conn(ch);
+        self.wake_driver();
+    }
+
+    /// Reset released connections whose graceful close took longer than the linger time.
+    pub(crate) fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(at, ch)) = self.lingering.first() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_first();
+            if let Some(conn) = self.conns.get_mut(&ch) {
+                conn.linger_until = None;
+                let _span = conn.span.enter();
+                debug!("graceful close outlived the linger time: resetting");
+                self.stats.linger_resets += 1;
+            }
+            self.endpoint.reset(ch, now);
+        }
+    }
+
+    /// The driver may end: nobody can use the socket and every connection is gone.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.handles_dropped
+            && self.conns.is_empty()
+            && self.endpoint.connection_count() == 0
+            && self.raw_out.is_empty()
+    }
+
+    // ----- events --------------------------------------------------------------------------
+
+    /// Drain the endpoint's events, waking whoever waits on them. Run by the driver after
+    /// every batch of inputs, and before `connect` so a stale event can never be taken for
+    /// one of a new connection that reuses a handle.
+    pub(crate) fn process_events(&mut self, now: Instant) {
+        while let Some((ch, event)) = self.endpoint.poll_event() {
+            if let Some(c) = self.conns.get(&ch) {
+                let _span = c.span.enter();
+                trace!(?event, "event");
+            }
+            match event {
+                Event::Connected => {
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.connected = true;
+                        if let Some(w) = c.connect_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Event::Incoming { remote } => self.on_incoming(ch, remote, now),
+                Event::Readable | Event::PeerFinished => {
+                    if let Some(w) = self.blocked_readers.remove(&ch) {
+                        w.wake();
+                    }
+                }
+                Event::Writable => {
+                    if let Some(w) = self.blocked_writers.remove(&ch) {
+                        w.wake();
+                    }
+                }
+                Event::Closed { error } => {
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.closed = true;
+                        c.error = error;
+                    }
+                    self.wake_conn(ch);
+                }
+                Event::Freed => {
+                    if let Some(c) = self.conns.remove(&ch) {
+                        if let Some(at) = c.linger_until {
+                            self.lingering.remove(&(at, ch));
+                        }
+                    }
+                    self.wake_conn(ch);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, ch: ConnectionHandle, remote: SocketAddr, now: Instant) {
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
+        self.conns.insert(ch, Conn::new(ch, remote));
+        if self.closed || self.incoming.len() >= self.config.accept_queue {
+            self.stats.incoming_refused += 1;
+            debug!(%remote, "refusing incoming connection");
+            self.release(ch, now, true);
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.connected = true;
+        }
+        self.incoming.push_back(ch);
+        self.wake_acceptors();
+    }
+
+    /// Queue a non-uTP datagram for the application, or drop it if the queue is full.
+    pub(crate) fn push_raw(&mut self, from: SocketAddr, datagram: &[u8]) {
+        if self.closed || self.raw_in.len() >= self.config.datagram_queue {
+            self.stats.raw_dropped += 1;
+            return;
+        }
+        self.stats.raw_received += 1;
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        self.raw_in.push_back((from, datagram.to_vec()));
+        for w in self.raw_in_wakers.drain(..) {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! [`Socket`]: the runtime-independent half of a uTP socket handle.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tracing::debug;
+use utp_proto::{ConnectError, ConnectionError, ConnectionHandle, Endpoint};
+
+use crate::config::SocketConfig;
+use crate::driver::Driver;
+use crate::runtime::{AsyncUdpSocket, Runtime};
+use crate::shared::{Conn, Shared, SocketStats, State};
+use crate::stream::Stream;
+
+/// One UDP socket, the [`Endpoint`] that owns every connection on it, and the driver task
+/// that runs them. Cloning is cheap and shares all three.
+///
+/// Adapters wrap this: `connect` and `accept` return futures that yield [`Stream`]s, and the
+/// `poll_*` methods for raw datagrams fit any runtime's `poll_fn`. When the last clone is
+/// dropped the socket stops accepting; the driver ends once every stream is closed and its
+/// connection freed.
+#[derive(Clone, Debug)]
+pub struct Socket {
+    handle: Arc<Handle>,
+}
+
+/// Dropped with the last [`Socket`] clone.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Socket {
+    /// Take over `socket` (already non-blocking and configured, see
+    /// [`configure_socket`](crate::configure_socket)) and spawn the driver on `runtime`.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        socket: Arc<dyn AsyncUdpSocket>,
+        config: SocketConfig,
+    ) -> io::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        let now = runtime.now();
+        let seed = match config.seed {
+            Some(seed) => seed,
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+                u64::from_le_bytes(bytes)
+            }
+        };
+        let endpoint = Endpoint::new(config.endpoint.clone(), now, seed)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let state = State::new(endpoint, config, local_addr.is_ipv6());
+        let shared = Arc::new(Shared::new(state, runtime.clone(), local_addr));
+        let timer = runtime.new_timer(now);
+        let driver = Driver::new(shared.clone(), socket, timer);
+        let span = tracing::debug_span!("utp_socket", %local_addr);
+        runtime.spawn(Box::pin(Instrumented {
+            inner: driver,
+            span,
+        }));
+        debug!(%local_addr, "uTP socket open");
+        Ok(Self {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
+    /// Counters of the endpoint and of the driver.
+    pub fn stats(&self) -> SocketStats {
+        let state = self.shared().lock();
+        let mut stats = state.stats.clone();
+        stats.endpoint = state.endpoint.stats();
+        stats
+    }
+
+    /// Start opening a connection to `remote`. Fails at once for an address no connection
+    /// can go to (unspecified, multicast, port 0, the wrong IP version), when the socket is
+    /// closed or when the endpoint is full; otherwise the [`Connecting`] future finishes the
+    /// handshake.
+    pub fn connect(&self, remote: SocketAddr) -> io::Result<Connecting> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        if state.closed {
+            return Err(state.closed_error());
+        }
+        let ip = remote.ip().to_canonical();
+        if ip.is_unspecified() || ip.is_multicast() || remote.port() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect to {remote}: unspecified, multicast or port 0"),
+            ));
+        }
+        let native = state.to_native(remote)?;
+        let now = shared.runtime.now();
+        // Settle events of connections already freed, whose handle this one may reuse.
+        state.process_events(now);
+        let ch = state.endpoint.connect(now, native).map_err(connect_error)?;
+        let remote = SocketAddr::new(ip, remote.port());
+        state.conns.insert(ch, Conn::new(ch, remote));
+        state.wake_driver();
+        Ok(Connecting {
+            shared: shared.clone(),
+            ch: Some(ch),
+            remote,
+        })
+    }
+
+    /// Take the next incoming connection, or register `cx` to be woken when one arrives.
+    /// Fails once the socket is closed.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, SocketAddr)>> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        if let Some(ch) = state.incoming.pop_front() {
+            let remote = state.conns.get(&ch).map(|c| c.remote);
+            // Queued handles are in `conns` until released, which only `accept` does.
+            debug_assert!(remote.is_some());
+            let remote = remote.unwrap_or(shared.local_addr);
+            return Poll::Ready(Ok((Stream::new(shared.clone(), ch, remote), remote)));
+        }
+        if state.closed {
+            return Poll::Ready(Err(state.closed_error()));
+        }
+        if !state.accept_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.accept_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Take the next datagram that was not uTP (DHT, tracker replies), copying it into `buf`
+    /// (truncated if `buf` is smaller, like a UDP receive). IPv4-mapped senders are reported
+    /// as IPv4.
+    pub fn poll_recv_datagram(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let mut state = self.shared().lock();
+        if let Some((from, datagram)) = state.raw_in.pop_front() {
+            let n = datagram.len().min(buf.len());
+            buf[..n].copy_from_slice(&datagram[..n]);
+            return Poll::Ready(Ok((n, from)));
+        }
+        if state.closed {
+            return Poll::Ready(Err(state.closed_error()));
+        }
+        if !state.raw_in_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.raw_in_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Queue a raw datagram to `target` on the shared socket; `Pending` while the queue is
+    /// full. The driver sends it in order with uTP traffic; an error from the OS for it is
+    /// only counted ([`SocketStats::send_errors`]).
+    pub fn poll_send_datagram(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.shared().lock();
+        if state.closed {
+            return Poll::Ready(Err(state.closed_error()));
+        }
+        let target = state.to_native(target)?;
+        if state.raw_out.len() >= state.config.datagram_queue {
+            if !state.raw_out_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                state.raw_out_wakers.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        state.raw_out.push_back((target, buf.to_vec()));
+        state.wake_driver();
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Stop accepting: pending and later accepts, connects and raw datagram calls fail with
+    /// `NotConnected`, and incoming connections nobody accepted are reset. Open streams
+    /// carry on.
+    pub fn close(&self) {
+        let now = self.shared().runtime.now();
+        self.shared().lock().close(now);
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let now = self.shared.runtime.now();
+        let mut state = self.shared.lock();
+        state.close(now);
+        state.handles_dropped = true;
+        state.wake_driver();
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection being opened; resolves to a [`Stream`] once the peer answers. Dropping it
+/// abandons the attempt.
+#[must_use = "futures do nothing unless polled"]
+pub struct Connecting {
+    shared: Arc<Shared>,
+    /// `None` once handed on to the stream or released.
+    ch: Option<ConnectionHandle>,
+    remote: SocketAddr,
+}
+
+impl std::fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connecting")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for Connecting {
+    type Output = io::Result<Stream>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(ch) = this.ch else {
+            return Poll::Ready(Err(io::Error::other(
+                "`Connecting` polled after completion",
+            )));
+        };
+        let shared = this.shared.clone();
+        let mut state = shared.lock();
+        let fatal = state.fatal_error();
+        // `conns` holds the handle until we release it.
+        let Some(conn) = state.conns.get_mut(&ch) else {
+            this.ch = None;
+            return Poll::Ready(Err(
+                fatal.unwrap_or_else(|| io::Error::other("connection lost"))
+            ));
+        };
+        if conn.connected {
+            this.ch = None;
+            return Poll::Ready(Ok(Stream::new(shared.clone(), ch, this.remote)));
+        }
+        if conn.closed || fatal.is_some() {
+            let error = match (fatal, conn.error) {
+                (Some(e), _) => e,
+                (None, Some(e)) => e.into(),
+                (None, None) => ConnectionError::Aborted.into(),
+            };
+            this.ch = None;
+            let now = shared.runtime.now();
+            state.release(ch, now, false);
+            return Poll::Ready(Err(error));
+        }
+        match &conn.connect_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => conn.connect_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        if let Some(ch) = self.ch.take() {
+            let now = self.shared.runtime.now();
+            self.shared.lock().release(ch, now, true);
+        }
+    }
+}
+
+/// Runs the driver inside the socket's tracing span.
+struct Instrumented {
+    inner: Driver,
+    span: tracing::Span,
+}
+
+impl Future for Instrumented {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let _enter = this.span.enter();
+        Pin::new(&mut this.inner).poll(cx)
+    }
+}
+
+fn connect_error(e: ConnectError) -> io::Error {
+    let kind = match e {
+        ConnectError::InvalidRemoteAddress => io::ErrorKind::InvalidInput,
+        ConnectError::NoConnectionIds => io::ErrorKind::AddrInUse,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e)
+}

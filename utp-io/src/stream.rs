@@ -1,0 +1,208 @@
+//! [`Stream`]: the poll functions behind every adapter's stream type.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use tracing::trace;
+use utp_proto::{ConnectionHandle, ConnectionStats, ReadError, WriteError};
+
+use crate::shared::{Shared, State};
+
+/// One uTP connection as the application holds it. Adapters wrap it in their stream type
+/// and forward their ecosystem's read/write traits to [`poll_read`](Self::poll_read),
+/// [`poll_write`](Self::poll_write), [`poll_flush`](Self::poll_flush) and
+/// [`poll_shutdown`](Self::poll_shutdown); all take `&self`, so split halves can share one
+/// `Arc<Stream>`.
+///
+/// Dropping it closes the connection gracefully in the background: everything written is
+/// still delivered and FINs are exchanged, for at most
+/// [`SocketConfig::close_linger`](crate::SocketConfig::close_linger); then the connection is
+/// freed.
+pub struct Stream {
+    shared: Arc<Shared>,
+    ch: ConnectionHandle,
+    remote: SocketAddr,
+    /// The handle went back to the endpoint (reset): it may name another connection now, so
+    /// it is never used again. Only changed under the lock.
+    released: AtomicBool,
+}
+
+impl Stream {
+    pub(crate) fn new(shared: Arc<Shared>, ch: ConnectionHandle, remote: SocketAddr) -> Self {
+        Self {
+            shared,
+            ch,
+            remote,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// The peer's address (IPv4-mapped addresses reported as IPv4).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The local UDP socket's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The connection's counters and estimates; `None` after [`reset`](Self::reset).
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        let state = self.shared.lock();
+        if self.is_released() {
+            return None;
+        }
+        state.endpoint.connection_stats(self.ch)
+    }
+
+    /// Read into `buf`. `Ok(0)` means the peer finished sending (or `buf` is empty); bytes
+    /// that arrived before a reset are still delivered, then the error.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut state = self.shared.lock();
+        if self.is_released() {
+            return Poll::Ready(Err(reset_error()));
+        }
+        match state.endpoint.read(self.ch, buf) {
+            Ok(n) => {
+                if n > 0 {
+                    // Reading opens the receive window; the driver may owe the peer an ACK.
+                    state.wake_driver();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(ReadError::Blocked) => {
+                if let Some(e) = state.fatal_error() {
+                    return Poll::Ready(Err(e));
+                }
+                register(&mut state.blocked_readers, self.ch, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Queue bytes for sending; `Pending` while the send buffer is full. Fails with
+    /// `BrokenPipe` after [`poll_shutdown`](Self::poll_shutdown), and with the connection's
+    /// error (`ConnectionReset`, `TimedOut`, ...) once it ended.
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut state = self.shared.lock();
+        if self.is_released() {
+            return Poll::Ready(Err(reset_error()));
+        }
+        if let Some(e) = state.fatal_error() {
+            return Poll::Ready(Err(e));
+        }
+        match state.endpoint.write(self.ch, buf) {
+            Ok(n) => {
+                state.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(WriteError::Blocked) => {
+                register(&mut state.blocked_writers, self.ch, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Written bytes are already queued for the driver, so there is nothing to wait for (as
+    /// with TCP); fails only if the connection ended with an error.
+    pub fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let state = self.shared.lock();
+        Poll::Ready(self.check(&state))
+    }
+
+    /// Half-close: send a FIN after everything written so far and keep reading. Later writes
+    /// fail with `BrokenPipe`. Returns at once; the FIN is delivered in the background.
+    pub fn poll_shutdown(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown())
+    }
+
+    /// [`poll_shutdown`](Self::poll_shutdown) without a context, for `Drop` impls (a write
+    /// half dropped alone sends its FIN like tokio's `OwnedWriteHalf`).
+    pub fn shutdown(&self) -> io::Result<()> {
+        let now = self.shared.runtime.now();
+        let mut state = self.shared.lock();
+        self.check(&state)?;
+        state.endpoint.shutdown(self.ch, now);
+        if let Some(c) = state.conns.get(&self.ch) {
+            let _span = c.span.enter();
+            trace!("shutdown");
+        }
+        state.wake_driver();
+        Ok(())
+    }
+
+    /// Abort the connection: send `ST_RESET` and drop buffered data both ways. Later calls
+    /// fail with `ConnectionAborted`; the peer sees `ConnectionReset`.
+    pub fn reset(&self) {
+        let now = self.shared.runtime.now();
+        let mut state = self.shared.lock();
+        if !self.released.swap(true, Ordering::Relaxed) {
+            state.release(self.ch, now, true);
+        }
+    }
+
+    fn is_released(&self) -> bool {
+        // Ordered by the lock the caller holds.
+        self.released.load(Ordering::Relaxed)
+    }
+
+    /// The error, if any, a call on this stream must report.
+    fn check(&self, state: &State) -> io::Result<()> {
+        if self.is_released() {
+            return Err(reset_error());
+        }
+        if let Some(e) = state.fatal_error() {
+            return Err(e);
+        }
+        match state.conns.get(&self.ch).and_then(|c| c.error) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let now = self.shared.runtime.now();
+        let mut state = self.shared.lock();
+        if !self.released.swap(true, Ordering::Relaxed) {
+            state.release(self.ch, now, false);
+        }
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.ch.0)
+            .field("remote", &self.remote)
+            .field("local", &self.shared.local_addr)
+            .finish()
+    }
+}
+
+fn register(
+    map: &mut std::collections::HashMap<ConnectionHandle, Waker>,
+    ch: ConnectionHandle,
+    waker: &Waker,
+) {
+    match map.get(&ch) {
+        Some(w) if w.will_wake(waker) => {}
+        _ => {
+            map.insert(ch, waker.clone());
+        }
+    }
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "uTP stream was reset locally",
+    )
+}

@@ -1,0 +1,62 @@
+//! Micro Transport Protocol (uTP, [BEP 29]) for tokio.
+//!
+//! A [`UtpSocket`] owns one UDP socket, one [`utp_proto::Endpoint`] for every connection on
+//! it, and one driver task; [`UtpStream`] is a connection with tokio's `AsyncRead` and
+//! `AsyncWrite`. The driver and stream logic live in `utp-io` and are shared with the other
+//! adapters; this crate is the tokio glue.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use utp_tokio::{SocketConfig, UtpSocket};
+//!
+//! let mut config = SocketConfig::default();
+//! config.connection_mut().send_buffer(2 << 20);
+//! let server = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+//! let client = UtpSocket::bind("127.0.0.1:0").await?;
+//!
+//! let addr = server.local_addr()?;
+//! let upload = tokio::spawn(async move {
+//!     let mut stream = client.connect(addr).await?;
+//!     stream.write_all(&vec![7u8; 100_000]).await?;
+//!     Ok::<_, std::io::Error>(()) // dropping the stream closes it gracefully
+//! });
+//!
+//! let (mut stream, peer) = server.accept().await?;
+//! let mut data = Vec::new();
+//! stream.read_to_end(&mut data).await?;
+//! assert_eq!(data.len(), 100_000);
+//! println!("{} bytes from {peer}, rtt {:?}", data.len(), stream.stats().unwrap().rtt);
+//! upload.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Port sharing
+//!
+//! BitTorrent clients run the DHT and uTP on one port. Datagrams that do not parse as uTP
+//! reach [`UtpSocket::recv_from`] through a bounded queue, and [`UtpSocket::send_to`] sends
+//! raw datagrams from the same socket.
+//!
+//! # Errors
+//!
+//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
+//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions `TimedOut`, use
+//! after [`UtpStream::reset`] `ConnectionAborted`, writes after `shutdown` `BrokenPipe`,
+//! `accept` or `connect` on a closed socket `NotConnected`, and a connect to an unspecified
+//! or multicast address `InvalidInput`.
+//!
+//! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
+
+mod runtime;
+mod socket;
+mod stream;
+
+pub use socket::UtpSocket;
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, UtpStream};
+pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_proto::{
+    self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
+    EndpointStats,
+};
