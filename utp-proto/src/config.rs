@@ -126,8 +126,8 @@ impl ConnectionConfig {
         self
     }
 
-    /// After a graceful close, how long to wait for the peer's FIN once ours is acknowledged,
-    /// and how long to keep answering a retransmitted FIN after both are done (default 10 s).
+    /// After [`close`](crate::Endpoint::close), how long to wait for the peer's FIN once ours
+    /// is acknowledged before freeing the connection anyway (default 10 s).
     pub fn linger(&mut self, linger: Duration) -> &mut Self {
         self.linger = linger;
         self
@@ -203,10 +203,19 @@ impl fmt::Debug for ConnectionConfig {
             .field("packet_size", &self.packet_size)
             .field("send_buffer", &self.send_buffer)
             .field("receive_window", &self.receive_window)
+            .field("max_reorder_packets", &self.max_reorder_packets)
             .field("initial_rto", &self.initial_rto)
+            .field("min_rto", &self.min_rto)
+            .field("max_rto", &self.max_rto)
+            .field("max_syn_retransmits", &self.max_syn_retransmits)
             .field("max_retransmits", &self.max_retransmits)
+            .field("delayed_ack", &self.delayed_ack)
+            .field("nagle", &self.nagle)
+            .field("keepalive", &self.keepalive)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("linger", &self.linger)
             .field("controller", &self.controller)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -219,6 +228,7 @@ pub struct EndpointConfig {
     pub(crate) accept_incoming: bool,
     pub(crate) reset_unknown: bool,
     pub(crate) max_resets_per_second: u32,
+    pub(crate) time_wait: Duration,
 }
 
 impl EndpointConfig {
@@ -265,6 +275,14 @@ impl EndpointConfig {
         self
     }
 
+    /// After a graceful close, how long the endpoint remembers the final acknowledgement to
+    /// answer a peer that did not receive it (default 60 s, TCP's usual TIME-WAIT; zero
+    /// disables). Entries are small and capped at `max_connections`.
+    pub fn time_wait(&mut self, duration: Duration) -> &mut Self {
+        self.time_wait = duration;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.connection.validate()?;
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
@@ -283,6 +301,7 @@ impl Default for EndpointConfig {
             accept_incoming: true,
             reset_unknown: true,
             max_resets_per_second: 100,
+            time_wait: Duration::from_secs(60),
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct Endpoint {
     stray_replies: VecDeque<(SocketAddr, Header)>,
     events: VecDeque<(ConnectionHandle, Event)>,
     resets: ResetLimiter,
+    time_wait: TimeWait,
     stats: EndpointStats,
 }
 
@@ -70,6 +71,8 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// Resets to strays suppressed by the rate limit.
     pub resets_suppressed: u64,
+    /// Retransmissions for recently closed connections answered with their final ACK.
+    pub time_wait_acks: u64,
     /// `ST_RESET` received that matched no connection or failed validation.
     pub resets_ignored: u64,
     /// SYNs dropped: incoming connections are disabled.
@@ -111,6 +114,7 @@ impl Endpoint {
         config.validate()?;
         Ok(Self {
             resets: ResetLimiter::new(config.max_resets_per_second),
+            time_wait: TimeWait::new(config.time_wait, config.max_connections),
             config,
             epoch: now,
             last_now: now,
@@ -328,7 +332,6 @@ impl Endpoint {
             }
             self.after(slot, now);
         }
-        self.resets.expire(now);
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -377,11 +380,8 @@ impl Endpoint {
     /// after any input, application call or transmit.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.timers.first().map(|&(t, _)| t);
-        match (t, self.resets.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Reset and TIME-WAIT memories expire lazily, so an idle endpoint never wakes.
+        self.timers.first().map(|&(t, _)| t)
     }
 
     // ----- internals -----------------------------------------------------------------------
@@ -390,6 +390,11 @@ impl Endpoint {
         // Time never runs backwards inside the endpoint.
         self.last_now = self.last_now.max(now);
         self.last_now
+    }
+
+    fn timestamp(&self, now: Instant) -> Timestamp {
+        // The low 32 bits of microseconds since the epoch, like every connection's stamps.
+        Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32)
     }
 
     fn conn(&self, ch: ConnectionHandle) -> Option<&Connection> {
@@ -438,7 +443,7 @@ impl Endpoint {
             self.events.push_back((ch, e));
         }
         let deadline = conn.poll_timeout();
-        let drained = conn.is_drained(now);
+        let drained = conn.is_drained();
         if self.armed[slot] != deadline {
             if let Some(old) = self.armed[slot] {
                 self.timers.remove(&(old, slot));
@@ -449,14 +454,26 @@ impl Endpoint {
             self.armed[slot] = deadline;
         }
         if drained {
-            self.free(slot);
+            self.free(slot, now);
         }
     }
 
-    fn free(&mut self, slot: usize) {
+    fn free(&mut self, slot: usize, now: Instant) {
         let Some(conn) = self.connections[slot].take() else {
             return;
         };
+        if let Some((send_id, seq_nr, ack_nr)) = conn.time_wait() {
+            let key = (conn.remote(), conn.recv_id());
+            self.time_wait.insert(
+                now,
+                key,
+                TimeWaitEntry {
+                    send_id,
+                    seq_nr,
+                    ack_nr,
+                },
+            );
+        }
         if let Some(at) = self.armed[slot].take() {
             self.timers.remove(&(at, slot));
         }
@@ -478,7 +495,7 @@ impl Endpoint {
         let key = (remote, h.connection_id.wrapping_add(1));
         if let Some(&slot) = self.by_id.get(&key) {
             if let Some(conn) = self.connections[slot].as_mut() {
-                if conn.handle_syn(h) {
+                if conn.handle_syn(now, h) {
                     self.stats.duplicate_syns += 1;
                     self.after(slot, now);
                 }
@@ -541,8 +558,25 @@ impl Endpoint {
         self.stats.resets_ignored += 1;
     }
 
-    /// A non-SYN packet for no connection: answer with a rate-limited reset, like libutp.
+    /// A non-SYN packet for no connection: re-acknowledge it if the connection closed
+    /// gracefully a moment ago, else answer with a rate-limited reset, like libutp.
     fn handle_stray(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
+        if let Some(tw) = self.time_wait.get(now, (remote, h.connection_id)) {
+            if h.packet_type != PacketType::State && self.stray_replies.len() < MAX_STRAY_REPLIES {
+                self.stats.time_wait_acks += 1;
+                let ack = Header {
+                    packet_type: PacketType::State,
+                    connection_id: tw.send_id,
+                    timestamp: self.timestamp(now),
+                    timestamp_difference: 0,
+                    wnd_size: 0,
+                    seq_nr: tw.seq_nr,
+                    ack_nr: tw.ack_nr,
+                };
+                self.stray_replies.push_back((remote, ack));
+            }
+            return;
+        }
         self.stats.unknown_connection += 1;
         if !self.config.reset_unknown {
             return;
@@ -557,7 +591,7 @@ impl Endpoint {
         let reset = Header {
             packet_type: PacketType::Reset,
             connection_id: h.connection_id,
-            timestamp: Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32),
+            timestamp: self.timestamp(now),
             timestamp_difference: 0,
             wnd_size: 0,
             seq_nr: SeqNr(self.rng.next_u32() as u16),
@@ -635,8 +669,71 @@ impl ResetLimiter {
             self.members.remove(&(remote, id));
         }
     }
+}
 
-    fn next_expiry(&self) -> Option<Instant> {
-        self.recent.front().map(|&(t, _, _)| t + RESET_MEMORY_TIME)
+/// The final acknowledgement of a gracefully closed connection.
+#[derive(Clone, Copy, Debug)]
+struct TimeWaitEntry {
+    send_id: u16,
+    seq_nr: SeqNr,
+    ack_nr: SeqNr,
+}
+
+/// TCP's TIME-WAIT without the connection: after both FINs, the side that acknowledged last
+/// keeps its final ACK for a while, so a peer whose copy of that ACK was lost still closes
+/// cleanly instead of meeting a reset. A few dozen bytes per entry, at most one entry per
+/// allowed connection; the oldest entry goes first when full.
+#[derive(Debug)]
+struct TimeWait {
+    entries: BTreeMap<(SocketAddr, u16), (Instant, TimeWaitEntry)>,
+    order: VecDeque<(Instant, SocketAddr, u16)>,
+    duration: Duration,
+    cap: usize,
+}
+
+impl TimeWait {
+    fn new(duration: Duration, cap: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            order: VecDeque::new(),
+            duration,
+            cap,
+        }
+    }
+
+    fn insert(&mut self, now: Instant, key: (SocketAddr, u16), entry: TimeWaitEntry) {
+        if self.duration.is_zero() {
+            return;
+        }
+        self.expire(now);
+        if self.order.len() >= self.cap {
+            if let Some((t, a, id)) = self.order.pop_front() {
+                self.remove_if_same(t, (a, id));
+            }
+        }
+        self.entries.insert(key, (now, entry));
+        self.order.push_back((now, key.0, key.1));
+    }
+
+    fn get(&mut self, now: Instant, key: (SocketAddr, u16)) -> Option<TimeWaitEntry> {
+        self.expire(now);
+        self.entries.get(&key).map(|&(_, e)| e)
+    }
+
+    /// Remove `key` unless a newer entry replaced it.
+    fn remove_if_same(&mut self, inserted: Instant, key: (SocketAddr, u16)) {
+        if self.entries.get(&key).is_some_and(|&(t, _)| t == inserted) {
+            self.entries.remove(&key);
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, a, id)) = self.order.front() {
+            if now.saturating_duration_since(t) < self.duration {
+                break;
+            }
+            self.order.pop_front();
+            self.remove_if_same(t, (a, id));
+        }
     }
 }

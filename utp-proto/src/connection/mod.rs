@@ -189,8 +189,8 @@ pub(crate) struct Connection {
     send_reset: bool,
     readable_signalled: bool,
     write_blocked: bool,
-    /// After a graceful close, the time after which state can be freed.
-    drain_until: Option<Instant>,
+    /// Both FINs were sent and acknowledged: a retransmission from the peer is re-acked.
+    both_finished: bool,
     events: VecDeque<Event>,
     stats: ConnectionStats,
     last_sent: Instant,
@@ -205,6 +205,9 @@ const MAX_FAST_RESENDS_PER_ACK: usize = 4;
 const SACK_LOSS_THRESHOLD: usize = 3;
 /// Duplicate ACKs before fast retransmit (libtorrent's `dup_ack_limit`).
 const DUP_ACK_THRESHOLD: u32 = 3;
+/// Initial RTOs an unverified acceptor waits (16 s by default): covers an initiator's
+/// confirmation ACK retransmitted with backoff 1 + 2 + 4 + 8 RTOs.
+const HANDSHAKE_TIMEOUT_RTOS: u32 = 16;
 /// uTorrent sent this as `timestamp_difference` when it had no sample (LS:2669-2672).
 const UTORRENT_BOGUS_DELAY: u32 = 0x7fff_ffff;
 
@@ -262,8 +265,7 @@ impl Connection {
         c.peer_wnd = (syn.wnd_size as usize).max(c.config.max_payload());
         c.send_syn_ack = true;
         c.stats.packets_received += 1;
-        c.timers
-            .set(Timer::Retransmit, now + c.config.initial_rto * 4);
+        c.timers.set(Timer::Retransmit, now + c.handshake_timeout());
         c
     }
 
@@ -327,7 +329,7 @@ impl Connection {
             send_reset: false,
             readable_signalled: false,
             write_blocked: false,
-            drain_until: None,
+            both_finished: false,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
             last_sent: now,
@@ -368,11 +370,18 @@ impl Connection {
     }
 
     /// Nothing is left to do: the endpoint may free this connection.
-    pub(crate) fn is_drained(&self, now: Instant) -> bool {
+    pub(crate) fn is_drained(&self) -> bool {
         self.state == State::Closed
             && !self.send_reset
+            && !self.ack_now
             && (self.released || !self.announced)
-            && self.drain_until.is_none_or(|t| t <= now)
+    }
+
+    /// After a graceful close: `(send id, next seq, final ack)` to answer retransmissions
+    /// from the peer once the connection is freed (the endpoint's TIME-WAIT table).
+    pub(crate) fn time_wait(&self) -> Option<(u16, SeqNr, SeqNr)> {
+        self.both_finished
+            .then(|| (self.send_id, self.send.next_seq(), self.recv.ack_nr()))
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
@@ -380,15 +389,7 @@ impl Connection {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.timers.next().map(|(t, _)| t);
-        match (
-            t,
-            self.drain_until
-                .filter(|_| self.released && self.state == State::Closed),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.timers.next().map(|(t, _)| t)
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
@@ -493,22 +494,31 @@ impl Connection {
         if self.state != State::Closed {
             // Only a peer that knows the connection can make sense of a reset.
             self.send_reset = self.state != State::SynSent;
-            self.enter_closed(Some(ConnectionError::Aborted), false);
+            self.enter_closed(Some(ConnectionError::Aborted));
         }
     }
 
     // ----- network input -------------------------------------------------------------------
 
     /// A duplicate SYN for this acceptor: answer with the identical SYN-ACK.
-    pub(crate) fn handle_syn(&mut self, syn: &Header) -> bool {
+    pub(crate) fn handle_syn(&mut self, now: Instant, syn: &Header) -> bool {
         if self.side == Side::Server
             && syn.seq_nr == self.syn_seq
             && self.state == State::SynReceived
         {
             self.send_syn_ack = true;
+            // The initiator is still trying: give it the full handshake time again.
+            self.timers
+                .set(Timer::Retransmit, now + self.handshake_timeout());
             return true;
         }
         false
+    }
+
+    /// How long an acceptor waits for the initiator's first packet after the SYN-ACK: long
+    /// enough for the initiator's backed-off acknowledgements (`Timer::Confirm`) to arrive.
+    fn handshake_timeout(&self) -> Duration {
+        self.config.initial_rto * HANDSHAKE_TIMEOUT_RTOS
     }
 
     /// A `ST_RESET` addressed to this connection. Returns whether it was accepted.
@@ -529,20 +539,24 @@ impl Connection {
             // libutp answered a FIN it no longer expected (INTEROP §6). When every byte we
             // sent is acknowledged and the peer's FIN arrived, nothing was lost: a close.
             _ if self.recv.fin_reached() && self.only_fin_outstanding() => {
-                self.enter_closed(None, false);
+                self.enter_closed(None);
                 return true;
             }
             _ => ConnectionError::Reset,
         };
         debug!(remote = %self.remote, ?error, "reset by peer");
-        self.enter_closed(Some(error), false);
+        self.enter_closed(Some(error));
         true
     }
 
     /// A `ST_DATA`, `ST_FIN` or `ST_STATE` for this connection.
     pub(crate) fn handle_packet(&mut self, now: Instant, packet: &Packet<'_>) {
         let h = *packet.header();
-        if self.state == State::Closed && self.drain_until.is_none() {
+        if self.state == State::Closed {
+            // Our acknowledgement of the peer's last packets was lost: say it again.
+            if self.both_finished && h.packet_type != PacketType::State {
+                self.ack_now = true;
+            }
             return;
         }
         let was_syn_sent = self.state == State::SynSent;
@@ -871,9 +885,8 @@ impl Connection {
             return;
         }
         if self.recv.fin_reached() {
-            self.enter_closed(None, true);
-            self.drain_until = Some(now + (self.rtt.base_rto() * 3).min(self.config.linger));
-            self.timers.stop_all();
+            self.both_finished = true;
+            self.enter_closed(None);
         } else if self.released {
             self.start_linger(now);
         }
@@ -885,7 +898,7 @@ impl Connection {
         }
     }
 
-    fn enter_closed(&mut self, error: Option<ConnectionError>, graceful: bool) {
+    fn enter_closed(&mut self, error: Option<ConnectionError>) {
         if self.state == State::Closed {
             return;
         }
@@ -893,8 +906,8 @@ impl Connection {
         self.state = State::Closed;
         self.error = error;
         self.timers.stop_all();
-        if !graceful {
-            self.drain_until = None;
+        if error.is_some() {
+            self.ack_now = false;
         }
         if known {
             self.events.push_back(Event::Closed { error });
@@ -932,12 +945,12 @@ impl Connection {
         if self.timers.is_expired(Timer::Idle, now) {
             self.timers.stop(Timer::Idle);
             debug!(remote = %self.remote, "idle timeout");
-            self.enter_closed(Some(ConnectionError::TimedOut), false);
+            self.enter_closed(Some(ConnectionError::TimedOut));
         }
         if self.timers.is_expired(Timer::Linger, now) {
             self.timers.stop(Timer::Linger);
             // The peer never sent its FIN; our data was delivered, so this is still a close.
-            self.enter_closed(None, false);
+            self.enter_closed(None);
         }
         if self.timers.is_expired(Timer::Confirm, now) {
             self.timers.stop(Timer::Confirm);
@@ -957,7 +970,7 @@ impl Connection {
                     .map_or(0, |p| p.transmissions);
                 if tries > self.config.max_syn_retransmits {
                     debug!(remote = %self.remote, "connect timed out");
-                    self.enter_closed(Some(ConnectionError::TimedOut), false);
+                    self.enter_closed(Some(ConnectionError::TimedOut));
                     return;
                 }
                 self.rtt.back_off();
@@ -966,7 +979,7 @@ impl Connection {
             }
             State::SynReceived => {
                 // The initiator never answered our SYN-ACK: forget it silently.
-                self.enter_closed(Some(ConnectionError::TimedOut), false);
+                self.enter_closed(Some(ConnectionError::TimedOut));
             }
             State::Connected => {
                 if self.send.outstanding() == self.send.lost_packets() + self.sacked_count() {
@@ -976,7 +989,7 @@ impl Connection {
                 self.stats.timeouts += 1;
                 if self.consecutive_timeouts > self.config.max_retransmits {
                     debug!(remote = %self.remote, "retransmissions exhausted");
-                    self.enter_closed(Some(ConnectionError::TimedOut), false);
+                    self.enter_closed(Some(ConnectionError::TimedOut));
                     return;
                 }
                 let idle = self.send.in_flight_bytes() == 0;
@@ -1050,8 +1063,8 @@ impl Connection {
                 return None;
             }
             State::Closed => {
-                // Draining: only acknowledge a retransmitted FIN.
-                if self.ack_now && self.drain_until.is_some() {
+                // Only acknowledge a retransmission after both FINs.
+                if self.ack_now {
                     return Some(self.transmit_ack(now, buf));
                 }
                 return None;

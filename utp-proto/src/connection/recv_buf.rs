@@ -132,10 +132,10 @@ impl RecvBuffer {
             self.fin = Some(seq);
         }
         if dist == 0 {
-            if !self.discard
-                && self.ready.len() + self.reorder_bytes + payload.len()
-                    > self.capacity + self.slack
-            {
+            // The next packet in order is limited only by unread bytes, not by packets held
+            // above it: refusing it would keep the hole open forever. Unread bytes stay within
+            // `capacity + slack` and held bytes within `capacity`.
+            if !self.discard && self.ready.len() + payload.len() > self.capacity + self.slack {
                 return Insert::NoSpace;
             }
             self.deliver(payload);
@@ -288,8 +288,18 @@ mod tests {
         assert_eq!(b.insert(SeqNr(0xffff), &[0; 101], false), Insert::NoSpace);
         // In order may use the probe slack.
         assert_eq!(b.insert(SeqNr(0xfffe), &[0; 105], false), Insert::InOrder);
+        assert_eq!(b.insert(SeqNr(0xffff), &[0; 6], false), Insert::NoSpace);
         assert_eq!(b.window(), 0);
         assert_eq!(b.insert(SeqNr(0xffff), &[0; 10], false), Insert::NoSpace);
+    }
+
+    #[test]
+    fn held_packets_never_block_the_hole() {
+        let mut b = RecvBuffer::new(SeqNr(0), 100, 0, 64);
+        assert_eq!(b.insert(SeqNr(2), &[2; 60], false), Insert::OutOfOrder);
+        assert_eq!(b.window(), 40);
+        assert_eq!(b.insert(SeqNr(1), &[1; 90], false), Insert::InOrder);
+        assert_eq!(b.readable(), 150);
     }
 
     #[test]
