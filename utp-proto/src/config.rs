@@ -251,7 +251,9 @@ impl EndpointConfig {
     }
 
     /// Most incoming connections whose peer has not yet proved its address (answered our
-    /// SYN-ACK) (default 512). Extra SYNs are dropped and counted.
+    /// SYN-ACK) (default 512). When full, a new SYN evicts a random unverified entry (counted
+    /// in `EndpointStats::syn_evicted`), so a SYN flood cannot lock real clients out; 0
+    /// refuses every SYN.
     pub fn syn_backlog(&mut self, n: usize) -> &mut Self {
         self.syn_backlog = n;
         self

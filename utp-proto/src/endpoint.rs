@@ -38,7 +38,8 @@ pub struct Endpoint {
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
     live: usize,
-    unverified: usize,
+    /// Slots of incoming connections whose peer has not answered the SYN-ACK yet.
+    unverified: Vec<usize>,
     /// `(remote, our receive id)` to slot.
     by_id: BTreeMap<(SocketAddr, u16), usize>,
     /// Connections with a deadline, ordered by it.
@@ -79,8 +80,10 @@ pub struct EndpointStats {
     pub syn_refused: u64,
     /// SYNs dropped: `max_connections` reached.
     pub syn_dropped_connections: u64,
-    /// SYNs dropped: `syn_backlog` unverified connections already exist.
+    /// SYNs dropped: the SYN backlog is zero.
     pub syn_dropped_backlog: u64,
+    /// Unverified incoming connections evicted to make room for a new SYN.
+    pub syn_evicted: u64,
     /// Duplicate SYNs answered with the same SYN-ACK.
     pub duplicate_syns: u64,
     /// Connections accepted (verified).
@@ -89,6 +92,48 @@ pub struct EndpointStats {
     pub connections_initiated: u64,
     /// Connections currently held, in any state.
     pub connections: usize,
+}
+
+/// A snapshot of what an [`Endpoint`] holds, from [`Endpoint::resource_usage`].
+///
+/// Every figure is bounded by configuration: `connections <= max_connections`,
+/// `unverified_connections <= syn_backlog`, per connection `send_buffer` bytes written but
+/// unacknowledged, at most `2 * receive_window + packet_size` bytes received (unread plus held
+/// out of order) and `max_reorder_packets` reorder slots; `time_wait_entries <=
+/// max_connections`; `stray_replies <= 64`; `reset_memory_entries <= 1000`.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct ResourceUsage {
+    /// Connections held, in any state.
+    pub connections: usize,
+    /// Incoming connections whose peer has not answered the SYN-ACK.
+    pub unverified_connections: usize,
+    /// Slots in the connection table (live plus free for reuse).
+    pub slots: usize,
+    /// Bytes written by applications and not yet acknowledged, all connections.
+    pub send_buffered_bytes: usize,
+    /// The largest such figure of one connection.
+    pub max_send_buffered_bytes: usize,
+    /// Bytes received and not yet read (in order or held out of order), all connections.
+    pub receive_buffered_bytes: usize,
+    /// The largest such figure of one connection.
+    pub max_receive_buffered_bytes: usize,
+    /// Out-of-order slots allocated, all connections.
+    pub reorder_slots: usize,
+    /// The largest such figure of one connection.
+    pub max_reorder_slots: usize,
+    /// Sent packets not yet cumulatively acknowledged, all connections.
+    pub outstanding_packets: usize,
+    /// Events waiting in [`Endpoint::poll_event`].
+    pub pending_events: usize,
+    /// Events a connection has not yet handed to the endpoint.
+    pub pending_connection_events: usize,
+    /// Replies to strays waiting for `poll_transmit`.
+    pub stray_replies: usize,
+    /// Closed connections whose final ACK is remembered.
+    pub time_wait_entries: usize,
+    /// Remembered (address, id) pairs that got a reset.
+    pub reset_memory_entries: usize,
 }
 
 /// Why [`Endpoint::connect`] failed.
@@ -122,7 +167,7 @@ impl Endpoint {
             connections: Vec::new(),
             free_slots: Vec::new(),
             live: 0,
-            unverified: 0,
+            unverified: Vec::new(),
             by_id: BTreeMap::new(),
             timers: BTreeSet::new(),
             armed: Vec::new(),
@@ -174,6 +219,26 @@ impl Endpoint {
     /// Connections currently held, in any state.
     pub fn connection_count(&self) -> usize {
         self.live
+    }
+
+    /// What the endpoint holds in memory right now, to check against the configured caps
+    /// (the fuzz targets and hardening tests do). Walks every connection: call it for
+    /// monitoring, not per datagram.
+    pub fn resource_usage(&self) -> ResourceUsage {
+        let mut u = ResourceUsage {
+            connections: self.live,
+            unverified_connections: self.unverified.len(),
+            pending_events: self.events.len(),
+            stray_replies: self.stray_replies.len(),
+            time_wait_entries: self.time_wait.entries.len(),
+            reset_memory_entries: self.resets.recent.len(),
+            slots: self.connections.len(),
+            ..ResourceUsage::default()
+        };
+        for conn in self.connections.iter().flatten() {
+            conn.add_usage(&mut u);
+        }
+        u
     }
 
     // ----- application calls ---------------------------------------------------------------
@@ -297,13 +362,9 @@ impl Endpoint {
             _ => match self.by_id.get(&(remote, h.connection_id)).copied() {
                 Some(slot) => {
                     if let Some(conn) = self.connections[slot].as_mut() {
-                        let was_unverified = conn.is_unverified();
                         conn.handle_packet(now, &packet);
-                        if was_unverified && !conn.is_unverified() {
-                            self.unverified -= 1;
-                            if conn.is_known_to_app() {
-                                self.stats.connections_accepted += 1;
-                            }
+                        if conn.is_known_to_app() && self.unverified.contains(&slot) {
+                            self.stats.connections_accepted += 1;
                         }
                     }
                     self.after(slot, now);
@@ -324,11 +385,7 @@ impl Endpoint {
             self.timers.pop_first();
             self.armed[slot] = None;
             if let Some(conn) = self.connections[slot].as_mut() {
-                let was_unverified = conn.is_unverified();
                 conn.handle_timeout(now);
-                if was_unverified && !conn.is_unverified() {
-                    self.unverified -= 1;
-                }
             }
             self.after(slot, now);
         }
@@ -444,6 +501,11 @@ impl Endpoint {
         }
         let deadline = conn.poll_timeout();
         let drained = conn.is_drained();
+        if !conn.is_unverified() || drained {
+            if let Some(i) = self.unverified.iter().position(|&s| s == slot) {
+                self.unverified.swap_remove(i);
+            }
+        }
         if self.armed[slot] != deadline {
             if let Some(old) = self.armed[slot] {
                 self.timers.remove(&(old, slot));
@@ -477,9 +539,6 @@ impl Endpoint {
         if let Some(at) = self.armed[slot].take() {
             self.timers.remove(&(at, slot));
         }
-        if conn.is_unverified() {
-            self.unverified -= 1;
-        }
         self.by_id.remove(&(conn.remote(), conn.recv_id()));
         self.live -= 1;
         self.free_slots.push(slot);
@@ -510,9 +569,20 @@ impl Endpoint {
             self.stats.syn_dropped_connections += 1;
             return;
         }
-        if self.unverified >= self.config.syn_backlog {
-            self.stats.syn_dropped_backlog += 1;
-            return;
+        if self.unverified.len() >= self.config.syn_backlog {
+            // A flood fills the backlog; evicting a random entry, rather than refusing, lets
+            // a real client in while the flood lasts (its SYN-ACK answer arrives within an
+            // RTT, the evicted spoofed entries never answer).
+            if self.config.syn_backlog == 0 {
+                self.stats.syn_dropped_backlog += 1;
+                return;
+            }
+            let victim = self.unverified[self.rng.next_u32() as usize % self.unverified.len()];
+            self.stats.syn_evicted += 1;
+            if let Some(conn) = self.connections[victim].as_mut() {
+                conn.abandon();
+            }
+            self.settle(victim, now);
         }
         let isn = SeqNr(self.rng.next_u32() as u16);
         let conn = Connection::accept(
@@ -524,7 +594,7 @@ impl Endpoint {
             self.config.connection.clone(),
         );
         let ch = self.insert(conn);
-        self.unverified += 1;
+        self.unverified.push(ch.0);
         trace!(%remote, conn_id = h.connection_id, "SYN received");
         self.after(ch.0, now);
     }
@@ -546,11 +616,7 @@ impl Endpoint {
             if i > 0 && conn.send_id() != id {
                 continue;
             }
-            let was_unverified = conn.is_unverified();
             if conn.handle_reset(h) {
-                if was_unverified {
-                    self.unverified -= 1;
-                }
                 self.after(slot, now);
                 return;
             }

@@ -118,7 +118,7 @@ use std::net::SocketAddr;
 
 pub use config::{ConfigError, ConnectionConfig, EndpointConfig};
 pub use connection::{ConnectionError, ConnectionStats, ReadError, WriteError};
-pub use endpoint::{ConnectError, Endpoint, EndpointStats};
+pub use endpoint::{ConnectError, Endpoint, EndpointStats, ResourceUsage};
 pub use packet::{Packet, PacketType, ParseError};
 pub use seq::{SeqNr, Timestamp};
 

@@ -457,6 +457,18 @@ impl Connection {
         }
     }
 
+    /// What this connection holds in memory, for [`ResourceUsage`](crate::ResourceUsage).
+    pub(crate) fn add_usage(&self, u: &mut crate::ResourceUsage) {
+        u.send_buffered_bytes += self.send.buffered();
+        u.max_send_buffered_bytes = u.max_send_buffered_bytes.max(self.send.buffered());
+        u.receive_buffered_bytes += self.recv.held_bytes();
+        u.max_receive_buffered_bytes = u.max_receive_buffered_bytes.max(self.recv.held_bytes());
+        u.reorder_slots += self.recv.reorder_slots();
+        u.max_reorder_slots = u.max_reorder_slots.max(self.recv.reorder_slots());
+        u.outstanding_packets += self.send.outstanding();
+        u.pending_connection_events += self.events.len();
+    }
+
     /// Bytes waiting to be read.
     pub(crate) fn readable(&self) -> usize {
         self.recv.readable()
@@ -486,6 +498,12 @@ impl Connection {
             }
             State::Closed => {}
         }
+    }
+
+    /// Forget an unverified incoming connection without a word (SYN backlog eviction).
+    pub(crate) fn abandon(&mut self) {
+        debug_assert!(!self.announced);
+        self.enter_closed(Some(ConnectionError::TimedOut));
     }
 
     /// Abort: send `ST_RESET` and free.

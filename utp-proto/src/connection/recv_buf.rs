@@ -86,6 +86,16 @@ impl RecvBuffer {
             .saturating_sub(self.ready.len() + self.reorder_bytes)
     }
 
+    /// Bytes held: unread in order plus buffered out of order.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.ready.len() + self.reorder_bytes
+    }
+
+    /// Reorder slots allocated.
+    pub(crate) fn reorder_slots(&self) -> usize {
+        self.reorder.len()
+    }
+
     /// Unread in-order bytes.
     pub(crate) fn readable(&self) -> usize {
         self.ready.len()

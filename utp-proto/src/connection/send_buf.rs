@@ -87,7 +87,6 @@ impl SendBuffer {
     }
 
     /// Bytes written and not yet acknowledged (sent or not).
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.data.len()
     }
