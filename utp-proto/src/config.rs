@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::congestion::{ControllerFactory, NewRenoConfig};
+use crate::connection::{IPV4_ETHERNET, IPV6_ETHERNET};
 use crate::packet::HEADER_LEN;
 
 /// Settings for one connection. Every connection of an endpoint starts from
@@ -15,7 +16,8 @@ use crate::packet::HEADER_LEN;
 /// takes its own copy.
 #[derive(Clone)]
 pub struct ConnectionConfig {
-    pub(crate) packet_size: usize,
+    pub(crate) packet_size: Option<usize>,
+    pub(crate) mtu_discovery: bool,
     pub(crate) send_buffer: usize,
     pub(crate) receive_window: usize,
     pub(crate) max_reorder_packets: u16,
@@ -34,10 +36,20 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Largest UDP payload this connection sends, uTP header included (default 1400 bytes:
-    /// fits an IPv4 or IPv6 path with a 1500-byte MTU and some tunnel overhead).
+    /// Largest UDP payload this connection sends, uTP header included. Default: what a
+    /// 1500-byte link carries, 1472 bytes over IPv4 and 1452 over IPv6. With path MTU
+    /// discovery this is the top of the search (an adapter may raise it to the interface MTU);
+    /// without, every full packet has this size.
     pub fn packet_size(&mut self, bytes: usize) -> &mut Self {
-        self.packet_size = bytes;
+        self.packet_size = Some(bytes);
+        self
+    }
+
+    /// Search for the largest packet size the path carries, starting from one every path
+    /// carries (548 bytes over IPv4, 1232 over IPv6), with probes sent with the don't-fragment
+    /// bit (default on). Off: always use [`packet_size`](Self::packet_size).
+    pub fn mtu_discovery(&mut self, on: bool) -> &mut Self {
+        self.mtu_discovery = on;
         self
     }
 
@@ -145,20 +157,30 @@ impl ConnectionConfig {
         self
     }
 
-    /// Payload bytes in a full data packet.
-    pub(crate) fn max_payload(&self) -> usize {
-        self.packet_size - HEADER_LEN
+    /// The largest packet (UDP payload) toward an address of this family.
+    pub(crate) fn max_packet_size(&self, ipv6: bool) -> usize {
+        self.packet_size
+            .unwrap_or(if ipv6 { IPV6_ETHERNET } else { IPV4_ETHERNET })
+    }
+
+    /// Payload bytes in the largest data packet.
+    pub(crate) fn max_payload(&self, ipv6: bool) -> usize {
+        self.max_packet_size(ipv6) - HEADER_LEN
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: &'static str| Err(ConfigError(what));
-        if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&self.packet_size) {
+        if self
+            .packet_size
+            .is_some_and(|s| !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&s))
+        {
             return bad("packet_size must be within 150..=65507 bytes");
         }
-        if self.send_buffer < self.max_payload() {
+        let payload = self.max_payload(false).max(self.max_payload(true));
+        if self.send_buffer < payload {
             return bad("send_buffer must hold at least one packet");
         }
-        if self.receive_window < self.max_payload() || self.receive_window > u32::MAX as usize {
+        if self.receive_window < payload || self.receive_window > u32::MAX as usize {
             return bad("receive_window must hold one packet and fit in 32 bits");
         }
         if self.max_reorder_packets == 0 || self.max_reorder_packets >= 0x8000 {
@@ -177,7 +199,8 @@ impl ConnectionConfig {
 impl Default for ConnectionConfig {
     fn default() -> Self {
         Self {
-            packet_size: 1400,
+            packet_size: None,
+            mtu_discovery: true,
             send_buffer: 1 << 20,
             receive_window: 1 << 20,
             max_reorder_packets: 1024,
@@ -201,6 +224,7 @@ impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionConfig")
             .field("packet_size", &self.packet_size)
+            .field("mtu_discovery", &self.mtu_discovery)
             .field("send_buffer", &self.send_buffer)
             .field("receive_window", &self.receive_window)
             .field("max_reorder_packets", &self.max_reorder_packets)

@@ -375,6 +375,25 @@ impl Endpoint {
         true
     }
 
+    /// The socket refused to send a datagram of `len` bytes to `destination` because it is
+    /// too long for the path (`EMSGSIZE`, with the don't-fragment bit set). Every connection
+    /// to that address lowers its path MTU ceiling and resends the refused packet
+    /// fragmentable.
+    pub fn handle_too_big(&mut self, now: Instant, destination: SocketAddr, len: usize) {
+        let now = self.clamp(now);
+        let slots: Vec<usize> = self
+            .by_id
+            .range((destination, 0)..=(destination, u16::MAX))
+            .map(|(_, &slot)| slot)
+            .collect();
+        for slot in slots {
+            if let Some(conn) = self.connections[slot].as_mut() {
+                conn.handle_too_big(now, len);
+            }
+            self.after(slot, now);
+        }
+    }
+
     /// Run timers that are due. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
@@ -405,6 +424,7 @@ impl Endpoint {
             return Some(Transmit {
                 destination,
                 len: buf.len(),
+                dont_fragment: true,
             });
         }
         while let Some(slot) = self.send_queue.pop_front() {

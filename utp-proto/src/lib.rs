@@ -144,6 +144,11 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// Its length: send `buf[..len]`.
     pub len: usize,
+    /// Send with the IP don't-fragment bit (the usual case: path MTU probes must not be
+    /// fragmented, and ordinary packets are sized to fit). `false` only for a resent packet
+    /// larger than the size the path is known to carry: uTP cannot re-split a packet, so the
+    /// network must be allowed to fragment it.
+    pub dont_fragment: bool,
 }
 
 /// Something that happened to a connection.

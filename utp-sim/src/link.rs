@@ -37,8 +37,13 @@ pub struct LinkConfig {
     pub reorder: f64,
     /// Extra delay of datagrams picked for reordering.
     pub reorder_delay: Duration,
-    /// Datagrams longer than this are dropped (counted in [`LinkStats::dropped_mtu`]).
+    /// Datagrams longer than this (in bytes of UDP payload) are dropped, counted in
+    /// [`LinkStats::dropped_mtu`], unless sent fragmentable over a link that fragments.
     pub mtu: Option<usize>,
+    /// Whether a datagram over `mtu` sent without the don't-fragment bit
+    /// ([`Link::send_with`]) gets through in fragments, as IPv4 routers do (default true).
+    /// `false` models a path that drops every oversized datagram.
+    pub fragmentation: bool,
     /// Bottleneck rate in **bytes** per second; `None` is unlimited, `Some(0)` drops everything.
     pub rate: Option<u64>,
     /// Tail-drop buffer in front of the bottleneck, in bytes, including the datagram being
@@ -58,6 +63,7 @@ impl Default for LinkConfig {
             reorder: 0.0,
             reorder_delay: Duration::ZERO,
             mtu: None,
+            fragmentation: true,
             rate: None,
             queue_bytes: usize::MAX,
         }
@@ -233,6 +239,8 @@ pub struct LinkStats {
     pub dropped_queue: u64,
     /// Datagrams dropped for exceeding the MTU.
     pub dropped_mtu: u64,
+    /// Oversized datagrams delivered in fragments (not dropped).
+    pub fragmented: u64,
     /// Datagrams discarded by [`Link::clear`].
     pub dropped_manual: u64,
     /// Extra copies created by duplication.
@@ -391,6 +399,13 @@ impl<T: Clone> Link<T> {
     /// Applies the MTU, loss, the bottleneck (tail drop and serialization at `rate`),
     /// latency, jitter, reordering and duplication; see the [type docs](Self).
     pub fn send(&mut self, now: Instant, payload: T, len: usize) {
+        self.send_with(now, payload, len, true);
+    }
+
+    /// Like [`send`](Self::send), with the don't-fragment bit given: a datagram over the MTU
+    /// sent with `dont_fragment = false` is delivered (in fragments) when the link
+    /// fragments.
+    pub fn send_with(&mut self, now: Instant, payload: T, len: usize, dont_fragment: bool) {
         let now = self.observe(now);
         self.stats.sent += 1;
         self.stats.sent_bytes += len as u64;
@@ -406,9 +421,12 @@ impl<T: Clone> Link<T> {
 
         let burst_lost = self.step_burst(burst_loss, burst_step);
         if self.config.mtu.is_some_and(|mtu| len > mtu) {
-            trace!(len, mtu = ?self.config.mtu, "link: mtu drop");
-            self.stats.dropped_mtu += 1;
-            return;
+            if dont_fragment || !self.config.fragmentation {
+                trace!(len, mtu = ?self.config.mtu, "link: mtu drop");
+                self.stats.dropped_mtu += 1;
+                return;
+            }
+            self.stats.fragmented += 1;
         }
         if loss < self.config.loss || burst_lost {
             trace!(len, burst_lost, "link: loss");
@@ -1012,6 +1030,7 @@ mod tests {
                     reorder: reo,
                     reorder_delay: Duration::from_micros(rd),
                     mtu,
+                    fragmentation: false,
                     rate,
                     queue_bytes: queue,
                 }

@@ -518,10 +518,10 @@ impl Pair {
                     }
                     Verdict::Replace(b) => b,
                 };
-                let len = bytes.len();
+                let (len, df) = (bytes.len(), t.dont_fragment);
                 match dir {
-                    Direction::ClientToServer => self.to_server.send(now, bytes, len),
-                    Direction::ServerToClient => self.to_client.send(now, bytes, len),
+                    Direction::ClientToServer => self.to_server.send_with(now, bytes, len, df),
+                    Direction::ServerToClient => self.to_client.send_with(now, bytes, len, df),
                 }
             }
             if !progressed {

@@ -16,7 +16,7 @@ prop_compose! {
     fn arb_endpoint()(
         receive_window in prop_oneof![Just(1usize << 20), 2_000usize..64_000],
         send_buffer in prop_oneof![Just(1usize << 20), 2_000usize..64_000],
-        packet_size in prop_oneof![Just(1400usize), 150usize..1500],
+        packet_size in prop_oneof![Just(1472usize), 150usize..1500, 1500usize..9000],
         nagle: bool,
     ) -> EndpointConfig {
         let mut c = EndpointConfig::default();
@@ -53,6 +53,7 @@ prop_compose! {
         reorder_ms in 1u64..50,
         rate in proptest::option::of(100_000u64..10_000_000),
         queue_ms in 10u64..500,
+        mtu in proptest::option::of(548usize..9000),
     ) -> LinkConfig {
         let mut link = LinkConfig::perfect()
             .with_latency(Duration::from_millis(latency_ms))
@@ -60,6 +61,9 @@ prop_compose! {
             .with_loss(loss)
             .with_duplicate(duplicate)
             .with_reorder(reorder, Duration::from_millis(reorder_ms));
+        if let Some(mtu) = mtu {
+            link = link.with_mtu(mtu);
+        }
         if let Some(rate) = rate {
             // A queue holding `queue_ms` at the line rate, but at least two packets.
             let queue = (rate * queue_ms / 1000).max(3000) as usize;

@@ -5,6 +5,7 @@
 //! datagrams to it, collects its events and asks it for datagrams to send. Every method takes
 //! the current time; none reads a clock.
 
+mod mtu;
 mod recv_buf;
 mod rtt;
 mod send_buf;
@@ -20,13 +21,16 @@ use tracing::{debug, trace};
 
 pub use stats::ConnectionStats;
 
+pub(crate) use self::mtu::{IPV4_ETHERNET, IPV6_ETHERNET};
+
+use self::mtu::{IPV4_FLOOR, IPV6_FLOOR, PathMtu};
 use self::recv_buf::{Insert, RecvBuffer};
 use self::rtt::RttEstimator;
 use self::send_buf::{Kind, SendBuffer, Status};
 use self::timer::{Timer, TimerTable};
 use crate::config::ConnectionConfig;
 use crate::congestion::{AckEvent, CongestionEvent, Controller};
-use crate::packet::{Header, OutgoingExtensions, Packet, PacketType};
+use crate::packet::{HEADER_LEN, Header, OutgoingExtensions, Packet, PacketType};
 use crate::seq::{SeqNr, Timestamp};
 use crate::{Event, Side, Transmit};
 
@@ -132,6 +136,7 @@ enum State {
 
 pub(crate) struct Connection {
     side: Side,
+    mtu: PathMtu,
     state: State,
     remote: SocketAddr,
     recv_id: u16,
@@ -262,7 +267,7 @@ impl Connection {
         c.recv.set_ack_nr(syn.seq_nr);
         c.update_reply_micro(now, syn.timestamp);
         // libtorrent's SYN advertises 0 (LS:1002): never take a SYN's window as a hard zero.
-        c.peer_wnd = (syn.wnd_size as usize).max(c.config.max_payload());
+        c.peer_wnd = (syn.wnd_size as usize).max(c.mss());
         c.send_syn_ack = true;
         c.stats.packets_received += 1;
         c.timers.set(Timer::Retransmit, now + c.handshake_timeout());
@@ -280,8 +285,16 @@ impl Connection {
         isn: SeqNr,
         config: ConnectionConfig,
     ) -> Self {
-        let mss = config.max_payload();
+        let ipv6 = remote.is_ipv6() && !is_v4_mapped(remote);
+        let mtu = PathMtu::new(
+            config.mtu_discovery,
+            if ipv6 { IPV6_FLOOR } else { IPV4_FLOOR },
+            config.max_packet_size(ipv6),
+        );
+        let mss = mtu.max_payload();
+        let slack = config.max_payload(ipv6);
         Self {
+            mtu,
             side,
             state: State::Connected,
             remote,
@@ -292,7 +305,7 @@ impl Connection {
             recv: RecvBuffer::new(
                 SeqNr(0),
                 config.receive_window,
-                mss,
+                slack,
                 config.max_reorder_packets,
             ),
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
@@ -403,6 +416,9 @@ impl Connection {
         s.peer_window = self.peer_wnd;
         s.advertised_window = self.last_advertised;
         s.bytes_received = self.recv.delivered();
+        s.packet_size = self.mtu.current();
+        s.mtu_probes_sent = self.mtu.probes_sent();
+        s.mtu_probes_lost = self.mtu.probes_lost();
         s
     }
 
@@ -412,7 +428,7 @@ impl Connection {
     }
 
     fn mss(&self) -> usize {
-        self.config.max_payload()
+        self.mtu.max_payload()
     }
 
     // ----- application calls ---------------------------------------------------------------
@@ -517,6 +533,29 @@ impl Connection {
     }
 
     // ----- network input -------------------------------------------------------------------
+
+    /// The local stack refused to send a datagram of `len` bytes to the peer (EMSGSIZE).
+    pub(crate) fn handle_too_big(&mut self, now: Instant, len: usize) {
+        let mss = self.mss();
+        self.mtu.on_too_big(now, len);
+        // The refused packet is the newest first transmission of that size: send it again at
+        // once, fragmentable (it cannot be re-split), without counting it as congestion.
+        let refused = self
+            .send
+            .iter()
+            .rev()
+            .find(|(_, p)| {
+                p.status == Status::InFlight && p.transmissions == 1 && p.len + HEADER_LEN == len
+            })
+            .map(|(s, _)| s);
+        if let Some(seq) = refused {
+            self.send.set_status(seq, Status::Lost);
+            self.fast_resends += 1;
+        }
+        if self.mss() != mss {
+            self.cc.on_mtu_update(self.mss());
+        }
+    }
 
     /// A duplicate SYN for this acceptor: answer with the identical SYN-ACK.
     pub(crate) fn handle_syn(&mut self, now: Instant, syn: &Header) -> bool {
@@ -707,11 +746,13 @@ impl Connection {
         let mut rtt_sample: Option<Duration> = None;
         let mut progress = false;
         let mut newly_acked_fin = false;
+        let probe = self.mtu.probe();
+        let mut probe_acked = false;
 
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();
         if outstanding > 0 && (first.distance_to(h.ack_nr) as usize) < outstanding {
-            self.send.ack_through(h.ack_nr, |_, p| {
+            self.send.ack_through(h.ack_nr, |seq, p| {
                 if p.status != Status::Sacked {
                     bytes_acked += p.len;
                 }
@@ -722,6 +763,7 @@ impl Connection {
                 if p.kind == Kind::Fin {
                     newly_acked_fin = true;
                 }
+                probe_acked |= probe == Some(seq);
             });
             progress = true;
         } else if h.packet_type == PacketType::State
@@ -766,13 +808,13 @@ impl Connection {
                     rtt_sample = Some(rtt_sample.map_or(s, |r| r.min(s)));
                 }
                 self.send.set_status(seq, Status::Sacked);
+                probe_acked |= probe == Some(seq);
                 progress = true;
             }
             // Walk down from the newest packet counting SACKed ones (UI:1441-1613).
             let mut sacked_above = 0usize;
-            let recs: Vec<(SeqNr, Status)> = self.send.iter().map(|(s, p)| (s, p.status)).collect();
-            for (seq, status) in recs.into_iter().rev() {
-                match status {
+            for (seq, p) in self.send.iter().rev() {
+                match p.status {
                     Status::Sacked => sacked_above += 1,
                     Status::InFlight
                         if sacked_above >= SACK_LOSS_THRESHOLD
@@ -797,19 +839,34 @@ impl Connection {
                 lost.push(first);
             }
         }
+        if probe_acked
+            && let Some(seq) = probe
+            && self.mtu.on_acked(now, seq)
+        {
+            self.cc.on_mtu_update(self.mss());
+            debug!(remote = %self.remote, size = self.mtu.current(), "path MTU probe acknowledged");
+        }
+        if progress {
+            self.mtu.on_progress();
+        }
         if !lost.is_empty() {
+            let mut congestion = false;
             for &seq in &lost {
                 self.send.set_status(seq, Status::Lost);
                 self.fast_resend_seq = seq.next();
+                // A lost probe says the path is smaller, not that it is congested.
+                congestion |= !self.mtu.on_lost(now, seq);
             }
             self.fast_resends += lost.len() as u32;
             self.dup_acks = 0;
-            self.congestion_event(
-                now,
-                CongestionEvent::Loss {
-                    in_flight: in_flight_before,
-                },
-            );
+            if congestion {
+                self.congestion_event(
+                    now,
+                    CongestionEvent::Loss {
+                        in_flight: in_flight_before,
+                    },
+                );
+            }
         }
 
         if let Some(end) = self.recovery_end {
@@ -1003,6 +1060,24 @@ impl Connection {
                 if self.send.outstanding() == self.send.lost_packets() + self.sacked_count() {
                     return; // nothing in flight to time out
                 }
+                let oldest = self
+                    .send
+                    .iter()
+                    .find(|(_, p)| p.status == Status::InFlight)
+                    .map(|(s, p)| (s, p.len));
+                if let Some((seq, len)) = oldest {
+                    if self.send.in_flight_packets() == 1 && self.mtu.on_lost(now, seq) {
+                        // Only the probe was out: the path is smaller, nothing is congested
+                        // (libtorrent LS:3384-3396). Resend it, fragmentable, at once.
+                        self.send.set_status(seq, Status::Lost);
+                        self.fast_resends += 1;
+                        return;
+                    }
+                    self.mtu.on_timeout(len + HEADER_LEN);
+                }
+                if let Some(probe) = self.mtu.probe() {
+                    self.mtu.on_lost(now, probe);
+                }
                 self.consecutive_timeouts += 1;
                 self.stats.timeouts += 1;
                 if self.consecutive_timeouts > self.config.max_retransmits {
@@ -1185,9 +1260,14 @@ impl Connection {
         // without help.
         self.confirm_pending = false;
         self.timers.stop(Timer::Confirm);
+        // Packets cannot be re-split, so one larger than the size the path is known to carry
+        // (a lost probe, or one sent before the path shrank) goes out fragmentable.
+        let first = self.send.get(seq).is_some_and(|p| p.transmissions == 1);
+        let dont_fragment = first || buf.len() <= self.mtu.current();
         Transmit {
             destination: self.remote,
             len: buf.len(),
+            dont_fragment,
         }
     }
 
@@ -1215,6 +1295,23 @@ impl Connection {
             self.cwnd_blocked = true;
             return None;
         }
+        // Path MTU probe: a full packet of the size under test, in place of the ordinary
+        // packet the congestion window has room for now. It may overshoot the window by the
+        // difference (once per probe, at most one probe in flight), but only once the window
+        // is at least the probe's size. Never the first packet (libtorrent LS:1868-1871), so
+        // a lost probe never delays the stream's start.
+        let mut probe_size = None;
+        if let Some(wire) = self.mtu.probe_size(now) {
+            let payload = wire - HEADER_LEN;
+            if unsent >= payload
+                && in_flight > 0
+                && payload <= self.cc.window()
+                && in_flight + payload <= self.peer_wnd
+            {
+                size = payload;
+                probe_size = Some(wire);
+            }
+        }
         let probe = std::mem::take(&mut self.zero_window_probe);
         if in_flight + size > self.peer_wnd {
             if in_flight == 0 && self.peer_wnd > 0 {
@@ -1234,6 +1331,9 @@ impl Connection {
         let seq = self.send.push(Kind::Data, size, now);
         if size < mss {
             self.nagle_seq = Some(seq);
+        }
+        if let Some(wire) = probe_size {
+            self.mtu.on_probe_sent(seq, wire);
         }
         self.stats.bytes_sent += size as u64;
         self.stats.data_packets_sent += 1;
@@ -1287,6 +1387,7 @@ impl Connection {
         Transmit {
             destination: self.remote,
             len: buf.len(),
+            dont_fragment: true,
         }
     }
 
@@ -1297,5 +1398,13 @@ impl Connection {
         self.send_keepalive = false;
         self.timers.stop(Timer::Ack);
         self.last_advertised = self.recv.window();
+    }
+}
+
+/// An IPv4 peer seen through an IPv6 socket (`::ffff:a.b.c.d`) has IPv4's path limits.
+fn is_v4_mapped(addr: SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        SocketAddr::V4(_) => false,
     }
 }

@@ -179,7 +179,7 @@ impl SendBuffer {
     }
 
     /// Iterate `(seq, packet)` oldest first.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (SeqNr, &SentPacket)> + '_ {
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (SeqNr, &SentPacket)> + '_ {
         let first = self.first_seq;
         self.records
             .iter()

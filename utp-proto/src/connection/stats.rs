@@ -56,4 +56,10 @@ pub struct ConnectionStats {
     pub zero_window_probes: u64,
     /// Keepalives sent.
     pub keepalives_sent: u64,
+    /// Packet size in use (UDP payload, uTP header included), from path MTU discovery.
+    pub packet_size: usize,
+    /// Path MTU probes sent.
+    pub mtu_probes_sent: u64,
+    /// Path MTU probes lost (each lowered the search ceiling).
+    pub mtu_probes_lost: u64,
 }
