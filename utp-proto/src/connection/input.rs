@@ -1,0 +1,432 @@
+//! The receive path: handshake replies, resets, data, acknowledgements and selective ACKs.
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use super::recv_buf::Insert;
+use super::send_buf::{Kind, Status};
+use super::timer::Timer;
+use super::*;
+
+impl Connection {
+    /// The local stack refused to send a datagram of `len` bytes to the peer (EMSGSIZE).
+    pub(crate) fn handle_too_big(&mut self, now: Instant, len: usize) {
+        let mss = self.mss();
+        self.mtu.on_too_big(now, len);
+        // The refused packet is the newest first transmission of that size: send it again at
+        // once, fragmentable (it cannot be re-split), without counting it as congestion.
+        let refused = self
+            .send
+            .iter()
+            .rev()
+            .find(|(_, p)| {
+                p.status == Status::InFlight && p.transmissions == 1 && p.len + HEADER_LEN == len
+            })
+            .map(|(s, _)| s);
+        if let Some(seq) = refused {
+            self.send.set_status(seq, Status::Lost);
+            self.fast_resends += 1;
+        }
+        if self.mss() != mss {
+            self.cc.on_mtu_update(self.mss());
+        }
+    }
+
+    /// A duplicate SYN for this acceptor: answer with the identical SYN-ACK.
+    pub(crate) fn handle_syn(&mut self, now: Instant, syn: &Header) -> bool {
+        if self.side == Side::Server
+            && syn.seq_nr == self.syn_seq
+            && self.state == State::SynReceived
+        {
+            self.send_syn_ack = true;
+            // The initiator is still trying: give it the full handshake time again.
+            self.timers
+                .set(Timer::Retransmit, now + self.handshake_timeout());
+            return true;
+        }
+        false
+    }
+
+    /// How long an acceptor waits for the initiator's first packet after the SYN-ACK: long
+    /// enough for the initiator's backed-off acknowledgements (`Timer::Confirm`) to arrive.
+    pub(super) fn handshake_timeout(&self) -> Duration {
+        self.config.initial_rto * HANDSHAKE_TIMEOUT_RTOS
+    }
+
+    /// A `ST_RESET` addressed to this connection. Returns whether it was accepted.
+    pub(crate) fn handle_reset(&mut self, header: &Header) -> bool {
+        if self.state == State::Closed {
+            return false;
+        }
+        // The reset names a packet of ours: its ack_nr must be one we could have sent
+        // (libtorrent only acts on resets with a valid ack_nr, LCL:1212).
+        let hi = self.send.next_seq();
+        let lo = self.send.first_seq().sub(ACK_SLACK + 1);
+        if lo.distance_to(header.ack_nr) > lo.distance_to(hi) {
+            return false;
+        }
+        let error = match self.state {
+            State::SynSent => ConnectionError::Refused,
+            // The peer freed the connection before our FIN's acknowledgement reached us, or
+            // libutp answered a FIN it no longer expected (INTEROP §6). When every byte we
+            // sent is acknowledged and the peer's FIN arrived, nothing was lost: a close.
+            _ if self.recv.fin_reached() && self.only_fin_outstanding() => {
+                self.enter_closed(None);
+                return true;
+            }
+            _ => ConnectionError::Reset,
+        };
+        debug!(remote = %self.remote, ?error, "reset by peer");
+        self.enter_closed(Some(error));
+        true
+    }
+
+    /// A `ST_DATA`, `ST_FIN` or `ST_STATE` for this connection.
+    pub(crate) fn handle_packet(&mut self, now: Instant, packet: &Packet<'_>) {
+        let h = *packet.header();
+        if self.state == State::Closed {
+            // Our acknowledgement of the peer's last packets was lost: say it again.
+            if self.both_finished && h.packet_type != PacketType::State {
+                self.ack_now = true;
+            }
+            return;
+        }
+        let was_syn_sent = self.state == State::SynSent;
+        // Validate the acknowledgement before trusting anything else in the packet.
+        match self.state {
+            State::SynSent => {
+                if h.ack_nr != self.send.first_seq() {
+                    self.stats.invalid_acks += 1;
+                    return;
+                }
+                // The SYN-ACK's seq_nr is the acceptor's first data seq (not incremented,
+                // UI:2988-2991); a data packet that overtook a lost SYN-ACK carries it too.
+                self.recv.set_ack_nr(h.seq_nr.prev());
+                self.state = State::Connected;
+                self.events.push_back(Event::Connected);
+                self.confirm_pending = true;
+                self.ack_now = true;
+                debug!(remote = %self.remote, "connected");
+            }
+            _ if !self.ack_is_valid(h.ack_nr) => {
+                self.stats.invalid_acks += 1;
+                trace!(ack = %h.ack_nr, "ignoring packet with an ack outside the window");
+                return;
+            }
+            State::SynReceived => {
+                self.state = State::Connected;
+                self.syn_ack = None;
+                self.timers.stop(Timer::Retransmit);
+                self.announced = true;
+                self.events.push_back(Event::Incoming {
+                    remote: self.remote,
+                });
+                debug!(remote = %self.remote, "incoming connection verified");
+            }
+            _ => {}
+        }
+        self.stats.packets_received += 1;
+        if !was_syn_sent {
+            // The acceptor spoke after our SYN-ACK acknowledgement: it has verified us.
+            self.confirm_pending = false;
+            self.timers.stop(Timer::Confirm);
+        }
+        if let (Some(idle), State::Connected) = (self.config.idle_timeout, self.state) {
+            self.timers.set(Timer::Idle, now + idle);
+        }
+        self.update_reply_micro(now, h.timestamp);
+        self.peer_wnd = h.wnd_size as usize;
+        self.process_ack(now, packet);
+
+        match h.packet_type {
+            PacketType::Data => {
+                self.stats.data_packets_received += 1;
+                let result = self.recv.insert(h.seq_nr, packet.payload(), false);
+                self.on_inserted(result);
+            }
+            PacketType::Fin => {
+                // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
+                let result = self.recv.insert(h.seq_nr, &[], true);
+                self.on_inserted(result);
+                self.ack_now = true;
+            }
+            _ => {}
+        }
+        self.update_peer_window_timer(now);
+        self.check_finished(now);
+    }
+
+    pub(super) fn on_inserted(&mut self, result: Insert) {
+        match result {
+            Insert::InOrder => {
+                self.unacked_packets += 1;
+                if self.recv.readable() > 0 && self.state != State::SynReceived {
+                    self.signal_readable();
+                }
+                if self.recv.has_gaps() {
+                    self.ack_now = true;
+                }
+            }
+            Insert::OutOfOrder => {
+                self.stats.out_of_order_received += 1;
+                self.ack_now = true;
+            }
+            Insert::Duplicate => {
+                // Re-acknowledge: our ACK may have been lost (UI:1890-1893).
+                self.stats.duplicates_received += 1;
+                self.ack_now = true;
+            }
+            Insert::TooFar | Insert::NoSpace | Insert::PastFin => {
+                self.stats.dropped_packets += 1;
+                self.ack_now = true;
+            }
+        }
+        if self.recv.fin_reached() && !self.peer_finished_signalled {
+            self.peer_finished_signalled = true;
+            self.ack_now = true;
+            if self.state != State::SynReceived {
+                self.events.push_back(Event::PeerFinished);
+                self.signal_readable();
+            }
+        }
+    }
+
+    pub(super) fn signal_readable(&mut self) {
+        if !self.readable_signalled && !self.released {
+            self.readable_signalled = true;
+            self.events.push_back(Event::Readable);
+        }
+    }
+
+    pub(super) fn update_reply_micro(&mut self, now: Instant, their: Timestamp) {
+        self.reply_micro = if their.0 == 0 {
+            0
+        } else {
+            self.timestamp(now).wrapping_since(their)
+        };
+    }
+
+    /// An `ack_nr` is believable if it names a packet we sent, or one a few packets below
+    /// the oldest outstanding one (libutp's `ACK_NR_ALLOWED_WINDOW`).
+    pub(super) fn ack_is_valid(&self, ack_nr: SeqNr) -> bool {
+        let lo = self.send.first_seq().sub(ACK_SLACK + 1);
+        let hi = self.send.next_seq().prev();
+        lo.distance_to(ack_nr) <= lo.distance_to(hi)
+    }
+
+    pub(super) fn process_ack(&mut self, now: Instant, packet: &Packet<'_>) {
+        let h = packet.header();
+        let in_flight_before = self.send.in_flight_bytes();
+        let mut bytes_acked = 0usize;
+        let mut rtt_sample: Option<Duration> = None;
+        let mut progress = false;
+        let mut newly_acked_fin = false;
+        let probe = self.mtu.probe();
+        let mut probe_acked = false;
+
+        let first = self.send.first_seq();
+        let outstanding = self.send.outstanding();
+        if outstanding > 0 && (first.distance_to(h.ack_nr) as usize) < outstanding {
+            self.send.ack_through(h.ack_nr, |seq, p| {
+                if p.status != Status::Sacked {
+                    bytes_acked += p.len;
+                }
+                if p.transmissions == 1 && p.status != Status::Sacked {
+                    let s = now.saturating_duration_since(p.time_sent);
+                    rtt_sample = Some(rtt_sample.map_or(s, |r: Duration| r.min(s)));
+                }
+                if p.kind == Kind::Fin {
+                    newly_acked_fin = true;
+                }
+                probe_acked |= probe == Some(seq);
+            });
+            progress = true;
+        } else if h.packet_type == PacketType::State
+            && outstanding > 0
+            && h.ack_nr == first.prev()
+            && self.send.in_flight_packets() > 0
+        {
+            // Only ST_STATE counts: data packets repeat the ack_nr on a bidirectional stream
+            // (UI:1909-1925; LS:2690-2701).
+            self.dup_acks += 1;
+        }
+        if progress {
+            self.dup_acks = 0;
+            self.consecutive_timeouts = 0;
+            self.rtt.reset_backoff();
+            if self
+                .nagle_seq
+                .is_some_and(|s| s.is_before(self.send.first_seq()))
+            {
+                self.nagle_seq = None;
+            }
+        }
+
+        // Selective ACK: free what it names, find holes with enough packets above them.
+        let mut lost = Vec::new();
+        if let Some(sack) = packet.sack() {
+            let first = self.send.first_seq();
+            let outstanding = self.send.outstanding();
+            for seq in sack.acked(h.ack_nr) {
+                if (first.distance_to(seq) as usize) >= outstanding {
+                    continue; // not a packet we have outstanding: never trusted
+                }
+                let Some(p) = self.send.get(seq) else {
+                    continue;
+                };
+                if p.status == Status::Sacked {
+                    continue;
+                }
+                bytes_acked += p.len;
+                if p.transmissions == 1 {
+                    let s = now.saturating_duration_since(p.time_sent);
+                    rtt_sample = Some(rtt_sample.map_or(s, |r| r.min(s)));
+                }
+                self.send.set_status(seq, Status::Sacked);
+                probe_acked |= probe == Some(seq);
+                progress = true;
+            }
+            // Walk down from the newest packet counting SACKed ones (UI:1441-1613).
+            let mut sacked_above = 0usize;
+            for (seq, p) in self.send.iter().rev() {
+                match p.status {
+                    Status::Sacked => sacked_above += 1,
+                    Status::InFlight
+                        if sacked_above >= SACK_LOSS_THRESHOLD
+                            && !seq.is_before(self.fast_resend_seq) =>
+                    {
+                        lost.push(seq);
+                    }
+                    _ => {}
+                }
+            }
+            lost.reverse();
+            lost.truncate(MAX_FAST_RESENDS_PER_ACK);
+        }
+        if self.dup_acks >= DUP_ACK_THRESHOLD && lost.is_empty() {
+            let first = self.send.first_seq();
+            if !first.is_before(self.fast_resend_seq)
+                && self
+                    .send
+                    .get(first)
+                    .is_some_and(|p| p.status == Status::InFlight)
+            {
+                lost.push(first);
+            }
+        }
+        if probe_acked
+            && let Some(seq) = probe
+            && self.mtu.on_acked(now, seq)
+        {
+            self.cc.on_mtu_update(self.mss());
+            debug!(remote = %self.remote, size = self.mtu.current(), "path MTU probe acknowledged");
+        }
+        if progress {
+            self.mtu.on_progress();
+        }
+        if !lost.is_empty() {
+            let mut congestion = false;
+            for &seq in &lost {
+                self.send.set_status(seq, Status::Lost);
+                self.fast_resend_seq = seq.next();
+                // A lost probe says the path is smaller, not that it is congested.
+                congestion |= !self.mtu.on_lost(now, seq);
+            }
+            self.fast_resends += lost.len() as u32;
+            self.dup_acks = 0;
+            if congestion {
+                self.congestion_event(
+                    now,
+                    CongestionEvent::Loss {
+                        in_flight: in_flight_before,
+                    },
+                );
+            }
+        }
+
+        if let Some(end) = self.recovery_end {
+            if !self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0 {
+                self.recovery_end = None;
+            }
+        }
+        if let Some(s) = rtt_sample {
+            self.rtt.update(s);
+        }
+        if bytes_acked > 0 {
+            let mss = self.mss();
+            let cwnd_limited = self.cwnd_blocked || in_flight_before + mss > self.cc.window();
+            let delay_sample = match h.timestamp_difference {
+                0 | UTORRENT_BOGUS_DELAY => None,
+                d => Some(d),
+            };
+            let ev = AckEvent {
+                bytes_acked,
+                in_flight: in_flight_before,
+                rtt: rtt_sample,
+                min_rtt: self.rtt.min(),
+                delay_sample,
+                cwnd_limited,
+                mss,
+            };
+            self.cc.on_ack(now, &ev);
+            self.cwnd_blocked = false;
+        }
+        if newly_acked_fin {
+            self.fin_acked = true;
+        }
+        if progress {
+            if self.send.in_flight_packets() > 0 {
+                self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            } else {
+                self.timers.stop(Timer::Retransmit);
+            }
+            if self.write_blocked && self.send.free() > 0 && !self.fin_queued {
+                self.write_blocked = false;
+                self.events.push_back(Event::Writable);
+            }
+        }
+    }
+
+    pub(super) fn congestion_event(&mut self, now: Instant, event: CongestionEvent) {
+        if matches!(event, CongestionEvent::Loss { .. }) && self.recovery_end.is_some() {
+            return; // at most one cut per window of data
+        }
+        self.recovery_end = Some(self.send.next_seq().prev());
+        self.stats.congestion_events += 1;
+        self.cc.on_congestion_event(now, event);
+    }
+
+    /// The application read data: tell a sender that saw a closed window.
+    pub(super) fn on_window_opened(&mut self) {
+        let w = self.recv.window();
+        let mss = self.mss();
+        if self.last_advertised < mss && w >= mss {
+            self.ack_now = true;
+        } else if w >= self.last_advertised + self.config.receive_window / 2 {
+            self.unacked_packets = self.unacked_packets.max(1);
+        }
+    }
+
+    pub(super) fn update_peer_window_timer(&mut self, now: Instant) {
+        let blocked =
+            self.peer_wnd == 0 && self.send.in_flight_packets() == 0 && self.send.unsent() > 0;
+        if blocked {
+            if self.timers.get(Timer::ZeroWindow).is_none() {
+                let interval = self.zero_window_interval();
+                self.timers.set(Timer::ZeroWindow, now + interval);
+            }
+        } else {
+            self.timers.stop(Timer::ZeroWindow);
+            if self.peer_wnd >= self.mss() {
+                self.zero_window_backoff = 0;
+            }
+        }
+    }
+
+    pub(super) fn zero_window_interval(&self) -> Duration {
+        let base = self.rtt.base_rto();
+        base.saturating_mul(1 << self.zero_window_backoff.min(16))
+            .min(self.config.max_zero_window_probe_interval)
+    }
+}

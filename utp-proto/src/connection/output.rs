@@ -1,0 +1,296 @@
+//! The send path: which datagram goes next, and encoding it.
+
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::send_buf::{Kind, Status};
+use super::timer::Timer;
+use super::*;
+
+impl Connection {
+    /// Write the next datagram into `buf` (cleared first), if any is due.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        let t = self.next_datagram(now, buf)?;
+        self.stats.packets_sent += 1;
+        self.last_sent = now;
+        if let Some(k) = self.config.keepalive {
+            if matches!(self.state, State::Connected) {
+                self.timers.set(Timer::Keepalive, now + k);
+            }
+        }
+        Some(t)
+    }
+
+    pub(super) fn next_datagram(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if self.send_reset {
+            self.send_reset = false;
+            let h = self.header(now, PacketType::Reset, self.send.next_seq());
+            return Some(self.emit(&h, buf, false));
+        }
+        match self.state {
+            State::SynSent => return self.transmit_syn(now, buf),
+            State::SynReceived => {
+                if self.send_syn_ack {
+                    self.send_syn_ack = false;
+                    // Built once, so a duplicate SYN gets a byte-identical answer.
+                    let h = match self.syn_ack {
+                        Some(h) => h,
+                        None => {
+                            let h = self.header(now, PacketType::State, self.send.next_seq());
+                            self.syn_ack = Some(h);
+                            h
+                        }
+                    };
+                    self.stats.acks_sent += 1;
+                    return Some(self.emit(&h, buf, false));
+                }
+                // Nothing else goes to an address that has not answered (no amplification).
+                return None;
+            }
+            State::Closed => {
+                // Only acknowledge a retransmission after both FINs.
+                if self.ack_now {
+                    return Some(self.transmit_ack(now, buf));
+                }
+                return None;
+            }
+            State::Connected => {}
+        }
+        if let Some(t) = self.transmit_lost(now, buf) {
+            return Some(t);
+        }
+        if let Some(t) = self.transmit_new(now, buf) {
+            return Some(t);
+        }
+        if self.ack_due(now) || self.send_keepalive {
+            if self.send_keepalive {
+                self.stats.keepalives_sent += 1;
+            }
+            if self.confirm_pending {
+                let d = self.rtt.base_rto() * (1 << self.confirm_backoff.min(8));
+                self.timers.set(Timer::Confirm, now + d);
+            }
+            return Some(self.transmit_ack(now, buf));
+        }
+        None
+    }
+
+    pub(super) fn ack_due(&mut self, now: Instant) -> bool {
+        if self.ack_now || self.unacked_packets >= 2 {
+            return true;
+        }
+        if self.unacked_packets == 1 && self.timers.get(Timer::Ack).is_none() {
+            self.timers.set(Timer::Ack, now + self.config.delayed_ack);
+        }
+        false
+    }
+
+    pub(super) fn transmit_syn(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let seq = self.send.first_seq();
+        let p = self.send.get(seq)?;
+        if std::mem::take(&mut self.syn_unsent) {
+            // First transmission: the record is already in flight.
+        } else if p.status == Status::Lost {
+            self.send.on_retransmit(seq, now);
+            self.stats.retransmits += 1;
+        } else {
+            return None;
+        }
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        let mut h = self.header(now, PacketType::Syn, seq);
+        // The SYN carries our receive id and no acknowledgement (BEP 29 §connection setup).
+        h.connection_id = self.recv_id;
+        h.ack_nr = SeqNr(0);
+        Some(self.emit(&h, buf, false))
+    }
+
+    /// Resend the oldest packet declared lost: fast retransmits ignore the window; after a
+    /// timeout, resends obey it (one packet when nothing is in flight).
+    pub(super) fn transmit_lost(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let seq = self.send.first_lost()?;
+        let p = self.send.get(seq)?;
+        let fast = self.fast_resends > 0;
+        if !fast {
+            let in_flight = self.send.in_flight_bytes();
+            if in_flight > 0 && in_flight + p.len > self.cc.window() {
+                self.cwnd_blocked = true;
+                return None;
+            }
+        }
+        let kind = p.kind;
+        self.fast_resends = self.fast_resends.saturating_sub(1);
+        if fast {
+            self.stats.fast_retransmits += 1;
+        }
+        self.stats.retransmits += 1;
+        self.send.on_retransmit(seq, now);
+        if self.timers.get(Timer::Retransmit).is_none() {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        Some(self.transmit_record(now, seq, kind, buf))
+    }
+
+    pub(super) fn transmit_record(
+        &mut self,
+        now: Instant,
+        seq: SeqNr,
+        kind: Kind,
+        buf: &mut Vec<u8>,
+    ) -> Transmit {
+        let ty = match kind {
+            Kind::Data => PacketType::Data,
+            Kind::Fin => PacketType::Fin,
+            Kind::Syn => PacketType::Syn,
+        };
+        let h = self.header(now, ty, seq);
+        h.encode(&OutgoingExtensions::default(), buf);
+        if let Some(p) = self.send.get(seq) {
+            self.send.copy_payload(p, buf);
+        }
+        self.after_ack_carried();
+        // Data and FIN are retransmitted until acknowledged, so they verify us to an acceptor
+        // without help.
+        self.confirm_pending = false;
+        self.timers.stop(Timer::Confirm);
+        // Packets cannot be re-split, so one larger than the size the path is known to carry
+        // (a lost probe, or one sent before the path shrank) goes out fragmentable.
+        let first = self.send.get(seq).is_some_and(|p| p.transmissions == 1);
+        let dont_fragment = first || buf.len() <= self.mtu.current();
+        Transmit {
+            destination: self.remote,
+            len: buf.len(),
+            dont_fragment,
+        }
+    }
+
+    /// Packetise new data (or the FIN) if the windows and Nagle allow.
+    pub(super) fn transmit_new(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let unsent = self.send.unsent();
+        let mss = self.mss();
+        if unsent == 0 {
+            if self.fin_queued && self.fin_seq.is_none() {
+                let seq = self.send.push(Kind::Fin, 0, now);
+                self.fin_seq = Some(seq);
+                self.arm_retransmit(now);
+                self.cc.on_sent(now, 0, self.send.in_flight_bytes());
+                debug!(remote = %self.remote, %seq, "sending FIN");
+                return Some(self.transmit_record(now, seq, Kind::Fin, buf));
+            }
+            return None;
+        }
+        if self.send.outstanding() >= usize::from(self.config.max_reorder_packets).min(0x7fff) {
+            return None; // the peer could not buffer more out of order anyway
+        }
+        let in_flight = self.send.in_flight_bytes();
+        let mut size = unsent.min(mss);
+        if in_flight > 0 && in_flight + size > self.cc.window() {
+            self.cwnd_blocked = true;
+            return None;
+        }
+        // Path MTU probe: a full packet of the size under test, in place of the ordinary
+        // packet the congestion window has room for now. It may overshoot the window by the
+        // difference (once per probe, at most one probe in flight), but only once the window
+        // is at least the probe's size. Never the first packet (libtorrent LS:1868-1871), so
+        // a lost probe never delays the stream's start.
+        let mut probe_size = None;
+        if let Some(wire) = self.mtu.probe_size(now) {
+            let payload = wire - HEADER_LEN;
+            if unsent >= payload
+                && in_flight > 0
+                && payload <= self.cc.window()
+                && in_flight + payload <= self.peer_wnd
+            {
+                size = payload;
+                probe_size = Some(wire);
+            }
+        }
+        let probe = std::mem::take(&mut self.zero_window_probe);
+        if in_flight + size > self.peer_wnd {
+            if in_flight == 0 && self.peer_wnd > 0 {
+                size = self.peer_wnd.min(size);
+            } else if probe && in_flight == 0 {
+                // Zero-window probe: one byte the receiver keeps slack for.
+                size = 1;
+                self.stats.zero_window_probes += 1;
+            } else {
+                self.update_peer_window_timer(now);
+                return None;
+            }
+        }
+        if size < mss && self.config.nagle && !self.fin_queued && self.nagle_seq.is_some() {
+            return None; // one undersized packet in flight at a time
+        }
+        let seq = self.send.push(Kind::Data, size, now);
+        if size < mss {
+            self.nagle_seq = Some(seq);
+        }
+        if let Some(wire) = probe_size {
+            self.mtu.on_probe_sent(seq, wire);
+        }
+        self.stats.bytes_sent += size as u64;
+        self.stats.data_packets_sent += 1;
+        self.arm_retransmit(now);
+        self.cc.on_sent(now, size, self.send.in_flight_bytes());
+        self.update_peer_window_timer(now);
+        Some(self.transmit_record(now, seq, Kind::Data, buf))
+    }
+
+    pub(super) fn arm_retransmit(&mut self, now: Instant) {
+        if self.timers.get(Timer::Retransmit).is_none() {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+    }
+
+    pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {
+        self.stats.acks_sent += 1;
+        let h = self.header(now, PacketType::State, self.send.next_seq());
+        self.emit(&h, buf, true)
+    }
+
+    pub(super) fn header(&self, now: Instant, packet_type: PacketType, seq_nr: SeqNr) -> Header {
+        Header {
+            packet_type,
+            connection_id: self.send_id,
+            timestamp: self.timestamp(now),
+            timestamp_difference: self.reply_micro,
+            wnd_size: self.recv.window() as u32,
+            seq_nr,
+            ack_nr: self.recv.ack_nr(),
+        }
+    }
+
+    /// Encode a payload-less packet, with a SACK when `with_sack` and packets are held out of
+    /// order (libutp stops SACKing once the peer's FIN is reached, UI:787-789).
+    pub(super) fn emit(&mut self, h: &Header, buf: &mut Vec<u8>, with_sack: bool) -> Transmit {
+        let sack = if with_sack && !self.recv.fin_reached() {
+            self.recv.sack()
+        } else {
+            None
+        };
+        let bytes = sack.map(|s| s.to_bytes());
+        let ext = OutgoingExtensions {
+            sack: bytes.as_ref().map(|b| &b[..]),
+            close_reason: None,
+        };
+        h.encode(&ext, buf);
+        if h.packet_type != PacketType::Reset && h.packet_type != PacketType::Syn {
+            self.after_ack_carried();
+        }
+        Transmit {
+            destination: self.remote,
+            len: buf.len(),
+            dont_fragment: true,
+        }
+    }
+
+    /// Every packet but SYN and RST carries our `ack_nr` and window.
+    pub(super) fn after_ack_carried(&mut self) {
+        self.unacked_packets = 0;
+        self.ack_now = false;
+        self.send_keepalive = false;
+        self.timers.stop(Timer::Ack);
+        self.last_advertised = self.recv.window();
+    }
+}
