@@ -99,6 +99,7 @@ pub struct App {
     next_read: Option<Instant>,
     seed: u8,
     connected: bool,
+    read_buf: Vec<u8>,
     error: Option<utp_proto::ConnectionError>,
     closed_event: bool,
     /// Pattern bytes from offset `chunk_start`, generated once per chunk.
@@ -122,6 +123,7 @@ impl App {
             next_read: None,
             seed,
             connected: false,
+            read_buf: Vec::new(),
             error: None,
             closed_event: false,
             chunk: Vec::new(),
@@ -132,7 +134,9 @@ impl App {
     /// The bytes this side writes: a pattern that makes misplaced bytes visible.
     #[must_use]
     pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
-        (0..len).map(|i| pattern_byte(seed, i)).collect()
+        let mut out = Vec::with_capacity(len);
+        pattern_into(seed, 0, len, &mut out);
+        out
     }
 
     /// Everything this side was asked to write.
@@ -206,9 +210,8 @@ impl App {
             while self.written < self.config.send {
                 if self.written >= self.chunk_start + self.chunk.len() {
                     let end = (self.written + 64 * 1024).min(self.config.send);
-                    self.chunk = (self.written..end)
-                        .map(|i| pattern_byte(self.seed, i))
-                        .collect();
+                    self.chunk.clear();
+                    pattern_into(self.seed, self.written, end - self.written, &mut self.chunk);
                     self.chunk_start = self.written;
                 }
                 match ep.write(ch, &self.chunk[self.written - self.chunk_start..]) {
@@ -242,7 +245,8 @@ impl App {
             budget = bytes;
             self.next_read = Some(now + interval);
         }
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(16 * 1024, 0);
         while budget > 0 {
             let want = budget.min(buf.len());
             match ep.read(ch, &mut buf[..want]) {
@@ -257,6 +261,7 @@ impl App {
                 Err(ReadError::Blocked) | Err(_) => break,
             }
         }
+        self.read_buf = buf;
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -267,10 +272,29 @@ impl App {
     }
 }
 
-fn pattern_byte(seed: u8, i: usize) -> u8 {
-    // A position-dependent pattern with a long period, so shifted or repeated data differs.
-    let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(seed) << 56;
-    (x >> 32) as u8 ^ (i >> 16) as u8
+/// Length of the pattern's period: a prime, so a shift by any whole number of packets
+/// (or of 64 KiB write chunks) shows up as different bytes.
+const PATTERN_PERIOD: usize = 65_521;
+
+/// Append `len` pattern bytes starting at stream offset `start`: copies from a table built
+/// once, so the harness costs memcpy speed, not the core's time in benchmarks.
+fn pattern_into(seed: u8, start: usize, len: usize, out: &mut Vec<u8>) {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..2 * PATTERN_PERIOD)
+            .map(|i| ((i % PATTERN_PERIOD) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
+            .map(|x| x as u8)
+            .collect()
+    });
+    // Each side's stream starts at its own point of the period.
+    let mut pos = (start + usize::from(seed) * 7919) % PATTERN_PERIOD;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(PATTERN_PERIOD);
+        out.extend_from_slice(&table[pos..pos + n]);
+        pos = (pos + n) % PATTERN_PERIOD;
+        left -= n;
+    }
 }
 
 /// One side of a [`Pair`].

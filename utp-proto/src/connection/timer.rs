@@ -58,10 +58,16 @@ impl TimerTable {
 
     /// The earliest deadline and which timer owns it.
     pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
-        Timer::ALL
-            .iter()
-            .filter_map(|&t| self.get(t).map(|at| (at, t)))
-            .min_by_key(|(at, _)| *at)
+        // Called after every operation on a connection: a plain loop, no iterator chain.
+        let mut best: Option<(Instant, Timer)> = None;
+        for (slot, &timer) in self.0.iter().zip(Timer::ALL.iter()) {
+            if let Some(at) = *slot {
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, timer));
+                }
+            }
+        }
+        best
     }
 
     pub(crate) fn stop_all(&mut self) {
