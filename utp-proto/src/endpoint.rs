@@ -357,7 +357,7 @@ impl Endpoint {
         };
         let h = *packet.header();
         match h.packet_type {
-            PacketType::Syn => self.handle_syn(now, remote, &h),
+            PacketType::Syn => self.handle_syn(now, remote, &packet),
             PacketType::Reset => self.handle_reset(now, remote, &h),
             _ => match self.by_id.get(&(remote, h.connection_id)).copied() {
                 Some(slot) => {
@@ -569,7 +569,8 @@ impl Endpoint {
         trace!(remote = %conn.remote(), "connection freed");
     }
 
-    fn handle_syn(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
+    fn handle_syn(&mut self, now: Instant, remote: SocketAddr, packet: &Packet<'_>) {
+        let h = packet.header();
         // The acceptor receives on the SYN's id + 1 (BEP 29 §connection setup).
         let key = (remote, h.connection_id.wrapping_add(1));
         if let Some(&slot) = self.by_id.get(&key) {
@@ -605,7 +606,7 @@ impl Endpoint {
             self.settle(victim, now);
         }
         let isn = SeqNr(self.rng.next_u32() as u16);
-        let conn = Connection::accept(
+        let mut conn = Connection::accept(
             now,
             self.epoch,
             remote,
@@ -613,6 +614,7 @@ impl Endpoint {
             isn,
             self.config.connection.clone(),
         );
+        conn.set_peer_is_libutp(packet.has_extension_bits());
         let ch = self.insert(conn);
         self.unverified.push(ch.0);
         trace!(%remote, conn_id = h.connection_id, "SYN received");

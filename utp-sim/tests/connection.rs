@@ -537,3 +537,35 @@ fn misuse_is_an_error_not_a_panic() {
     assert!(Endpoint::new(bad, start, 1).is_err());
     let _ = App::pattern(1, 4);
 }
+
+#[test]
+fn acks_after_our_fin_carry_the_fin_number() {
+    init_tracing();
+    // BEP 29 and libtorrent: a ST_STATE sent after our FIN is numbered like the FIN, since
+    // libtorrent drops packets numbered past a FIN. (libutp peers get FIN + 1 instead.)
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 15);
+    let fin = Rc::new(RefCell::new(None::<SeqNr>));
+    let after_fin: Rc<RefCell<Vec<SeqNr>>> = Rc::default();
+    let (f2, a2) = (fin.clone(), after_fin.clone());
+    pair.set_filter(move |dir, _, bytes| {
+        if dir == Direction::ClientToServer {
+            let p = Packet::parse(bytes).expect("valid");
+            match p.header().packet_type {
+                PacketType::Fin => *f2.borrow_mut() = Some(p.header().seq_nr),
+                PacketType::State if f2.borrow().is_some() => {
+                    a2.borrow_mut().push(p.header().seq_nr)
+                }
+                _ => {}
+            }
+        }
+        Verdict::Pass
+    });
+    // The client finishes at once; the server sends 200 kB afterwards (half-close).
+    pair.start_transfer(AppConfig::bulk(0), AppConfig::bulk(200_000));
+    pair.drive_bounded(100_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let fin = fin.borrow().expect("client sent a FIN");
+    let after = after_fin.borrow();
+    assert!(!after.is_empty(), "the client acked data after its FIN");
+    assert!(after.iter().all(|&s| s == fin), "{after:?} vs FIN {fin}");
+}

@@ -103,6 +103,7 @@ impl Connection {
                 // The SYN-ACK's seq_nr is the acceptor's first data seq (not incremented,
                 // UI:2988-2991); a data packet that overtook a lost SYN-ACK carries it too.
                 self.recv.set_ack_nr(h.seq_nr.prev());
+                self.peer_is_libutp = packet.has_extension_bits();
                 self.state = State::Connected;
                 self.events.push_back(Event::Connected);
                 self.confirm_pending = true;

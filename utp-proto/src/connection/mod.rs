@@ -92,6 +92,8 @@ pub(crate) struct Connection {
     released: bool,
     /// The application was told about this connection (initiator, or verified acceptor).
     announced: bool,
+    /// The peer is libutp (Transmission, uTorrent), which numbers post-FIN acks differently.
+    peer_is_libutp: bool,
     error: Option<ConnectionError>,
     /// Acceptor: the initiator's SYN sequence number and our SYN-ACK, for duplicate SYNs.
     syn_seq: SeqNr,
@@ -243,6 +245,7 @@ impl Connection {
             peer_finished_signalled: false,
             released: false,
             announced: side == Side::Client,
+            peer_is_libutp: false,
             error: None,
             syn_seq: SeqNr(0),
             syn_ack: None,
@@ -308,7 +311,24 @@ impl Connection {
     /// from the peer once the connection is freed (the endpoint's TIME-WAIT table).
     pub(crate) fn time_wait(&self) -> Option<(u16, SeqNr, SeqNr)> {
         self.both_finished
-            .then(|| (self.send_id, self.send.next_seq(), self.recv.ack_nr()))
+            .then(|| (self.send_id, self.state_seq(), self.recv.ack_nr()))
+    }
+
+    /// `seq_nr` of our `ST_STATE`: the next sequence number, except after our FIN toward a
+    /// peer that is not libutp. libtorrent drops every packet numbered past the FIN it got
+    /// (LS:2619-2628), so it must see the FIN's own number, as BEP 29 says; libutp ignores
+    /// the acks of a `ST_STATE` numbered like the FIN (UI:1887-1900), so it gets FIN + 1
+    /// (PROTOCOL §10.1). We accept either from peers.
+    pub(super) fn state_seq(&self) -> SeqNr {
+        match self.fin_seq {
+            Some(fin) if !self.peer_is_libutp => fin,
+            _ => self.send.next_seq(),
+        }
+    }
+
+    /// Whether the peer's SYN or SYN-ACK carried libutp's extension-bits record.
+    pub(crate) fn set_peer_is_libutp(&mut self, libutp: bool) {
+        self.peer_is_libutp = libutp;
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {

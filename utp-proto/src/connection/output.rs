@@ -245,7 +245,7 @@ impl Connection {
 
     pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {
         self.stats.acks_sent += 1;
-        let h = self.header(now, PacketType::State, self.send.next_seq());
+        let h = self.header(now, PacketType::State, self.state_seq());
         self.emit(&h, buf, true)
     }
 

@@ -21,6 +21,9 @@ pub use ext::{CLOSE_REASON_EXTENSION, SACK_EXTENSION, SelectiveAck, SelectiveAck
 
 use crate::seq::{SeqNr, Timestamp};
 
+/// Extension type of libutp's legacy "extension bits" (8 bytes, never used).
+const EXTENSION_BITS: u8 = 2;
+
 /// Length of the fixed uTP header in bytes.
 pub const HEADER_LEN: usize = 20;
 
@@ -187,6 +190,7 @@ pub struct Packet<'a> {
     header: Header,
     sack: Option<SelectiveAck<'a>>,
     close_reason: Option<u16>,
+    extension_bits: bool,
     payload: &'a [u8],
 }
 
@@ -220,6 +224,7 @@ impl<'a> Packet<'a> {
             ack_nr: SeqNr(be16(18)),
         };
         let mut sack = None;
+        let mut extension_bits = false;
         let mut close_reason = None;
         let mut ext_type = h[1];
         while ext_type != 0 {
@@ -238,6 +243,7 @@ impl<'a> Packet<'a> {
                 CLOSE_REASON_EXTENSION if close_reason.is_none() && len == 4 => {
                     close_reason = Some(u16::from_be_bytes([body[2], body[3]]));
                 }
+                EXTENSION_BITS => extension_bits = true,
                 _ => {}
             }
             ext_type = *next;
@@ -247,6 +253,7 @@ impl<'a> Packet<'a> {
             header,
             sack,
             close_reason,
+            extension_bits,
             payload: rest,
         })
     }
@@ -261,6 +268,14 @@ impl<'a> Packet<'a> {
     #[must_use]
     pub fn sack(&self) -> Option<SelectiveAck<'a>> {
         self.sack
+    }
+
+    /// Whether the packet carried the legacy "extension bits" record (type 2). libutp puts
+    /// one on its SYN and SYN-ACK and libtorrent never does, which tells the two apart
+    /// (INTEROP §6). Its contents are ignored.
+    #[must_use]
+    pub fn has_extension_bits(&self) -> bool {
+        self.extension_bits
     }
 
     /// libtorrent's close-reason code, if present.

@@ -157,6 +157,9 @@ fn unknown_extensions_are_skipped() {
     let p = Packet::parse(&bytes).expect("valid");
     assert_eq!(p.sack(), None);
     assert_eq!(p.payload(), b"xyz");
+    assert!(p.has_extension_bits(), "libutp's fingerprint is noticed");
+    let plain = encode(&header(PacketType::Syn), OutgoingExtensions::default(), b"");
+    assert!(!Packet::parse(&plain).expect("valid").has_extension_bits());
 }
 
 #[test]
