@@ -1,0 +1,437 @@
+//! `utp bench`: a loopback transfer over uTP, then the same over TCP and as raw UDP
+//! datagrams, in the same run, and a comparison table.
+//!
+//! Both ends run in this process on one tokio runtime, for every transport alike, so the CPU
+//! figure (process CPU seconds per GB moved) covers sender and receiver.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use cpu_time::ProcessTime;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use utp_tokio::{SocketConfig, UtpSocket};
+
+/// Loopback benchmark: uTP beside TCP and raw UDP, measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "utp bench", version)]
+struct Args {
+    /// Bytes to move per transport, in MiB.
+    #[arg(long, default_value_t = 256)]
+    size: u64,
+    /// Concurrent streams (the size is split between them).
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Which adapter drives uTP.
+    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+    runtime: Runtime,
+    /// Largest uTP packet (UDP payload) in bytes; default what a 1500-byte link carries.
+    #[arg(long)]
+    packet_size: Option<usize>,
+    /// Kernel socket buffers (SO_RCVBUF/SO_SNDBUF) for uTP and raw UDP, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    socket_buffer_kib: usize,
+    /// Instead of a transfer: open this many idle connections over one socket pair and
+    /// report memory per connection.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Print one JSON object as the last line (utp_mbps, tcp_mbps, udp_mbps, ratio_to_tcp).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Debug logging on stderr (-dd for trace).
+    #[arg(short = 'd', action = clap::ArgAction::Count)]
+    debug: u8,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+enum Runtime {
+    /// utp-tokio on a multi-threaded tokio runtime.
+    Tokio,
+}
+
+/// One transport's result.
+#[derive(Clone, Debug, Default)]
+struct Measure {
+    bytes: u64,
+    elapsed: Duration,
+    cpu: Duration,
+    retransmits: Option<u64>,
+    /// Raw UDP: datagrams sent and received.
+    datagrams: Option<(u64, u64)>,
+}
+
+impl Measure {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+
+    fn cpu_per_gb(&self) -> f64 {
+        self.cpu.as_secs_f64() / (self.bytes as f64 / 1e9).max(1e-12)
+    }
+}
+
+pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e.render().to_string().trim().to_string()));
+        }
+        Err(e) => {
+            print!("{e}");
+            return Ok(());
+        }
+    };
+    crate::init_logging(args.debug);
+    if args.streams == 0 || args.size == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--size and --streams must be positive"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        if let Some(n) = args.connections {
+            return idle_connections(&args, n).await;
+        }
+        run(&args).await
+    })
+}
+
+fn socket_config(args: &Args) -> SocketConfig {
+    let mut config = SocketConfig::default();
+    let buf = args.socket_buffer_kib * 1024;
+    config.recv_buffer_size(Some(buf)).send_buffer_size(Some(buf));
+    if let Some(p) = args.packet_size {
+        config.connection_mut().packet_size(p);
+    }
+    config
+}
+
+async fn run(args: &Args) -> io::Result<()> {
+    let bytes = args.size << 20;
+    println!(
+        "loopback, {} MiB, {} stream(s), runtime {:?}, socket buffers {} KiB",
+        args.size, args.streams, args.runtime, args.socket_buffer_kib
+    );
+    let utp = utp_transfer(args, bytes).await?;
+    let tcp = tcp_transfer(args, bytes).await?;
+    let udp = udp_blast(args, bytes).await?;
+    let ratio = utp.mbps() / tcp.mbps();
+
+    println!();
+    println!("{:<10} {:>10} {:>12} {:>12} {:>12}", "transport", "MB/s", "ratio to TCP", "CPU s/GB", "retransmits");
+    for (name, m) in [("uTP", &utp), ("TCP", &tcp), ("raw UDP", &udp)] {
+        let retrans = match (m.retransmits, m.datagrams) {
+            (Some(r), _) => r.to_string(),
+            (None, Some((sent, got))) => format!("{} lost", sent - got),
+            _ => "-".into(),
+        };
+        println!(
+            "{name:<10} {:>10.1} {:>12.2} {:>12.2} {:>12}",
+            m.mbps(),
+            m.mbps() / tcp.mbps(),
+            m.cpu_per_gb(),
+            retrans
+        );
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "size_mib": args.size,
+            "streams": args.streams,
+            "runtime": format!("{:?}", args.runtime).to_lowercase(),
+            "utp_mbps": utp.mbps(),
+            "tcp_mbps": tcp.mbps(),
+            "udp_mbps": udp.mbps(),
+            "ratio_to_tcp": ratio,
+            "utp_cpu_s_per_gb": utp.cpu_per_gb(),
+            "tcp_cpu_s_per_gb": tcp.cpu_per_gb(),
+            "udp_cpu_s_per_gb": udp.cpu_per_gb(),
+            "utp_retransmits": utp.retransmits,
+            "udp_datagrams_lost": udp.datagrams.map(|(s, g)| s - g),
+        });
+        println!("{json}");
+    }
+    Ok(())
+}
+
+fn progress(args: &Args, label: &str, total: u64) -> ProgressBar {
+    if args.quiet || args.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:8} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// Report `counter` into `bar` every 100 ms until dropped.
+fn tick(bar: ProgressBar, counter: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            bar.set_position(counter.load(Ordering::Relaxed));
+            if bar.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// What senders write: a fixed 64 KiB block (content does not matter for throughput).
+static BLOCK: [u8; 65_536] = [0x5a; 65_536];
+
+fn share(bytes: u64, streams: usize, i: usize) -> u64 {
+    let per = bytes / streams as u64;
+    if i == streams - 1 { bytes - per * (streams as u64 - 1) } else { per }
+}
+
+async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
+    let config = socket_config(args);
+    let server = UtpSocket::bind_with_config("127.0.0.1:0", config.clone()).await?;
+    let client = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+    let addr = server.local_addr()?;
+    let received = Arc::new(AtomicU64::new(0));
+    let bar = progress(args, "uTP", bytes);
+    let ticker = tick(bar.clone(), received.clone());
+    let (cpu0, t0) = (ProcessTime::now(), Instant::now());
+
+    let streams = args.streams;
+    let counter = received.clone();
+    let receiver = tokio::spawn(async move {
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let (mut stream, _) = server.accept().await?;
+            let counter = counter.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, io::Error>(total);
+                    }
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }));
+        }
+        let mut total = 0;
+        for r in readers {
+            total += r.await.map_err(io::Error::other)??;
+        }
+        Ok::<_, io::Error>((total, server))
+    });
+    let client = Arc::new(client);
+    let mut senders = Vec::new();
+    for i in 0..streams {
+        let client = client.clone();
+        let mut left = share(bytes, streams, i);
+        senders.push(tokio::spawn(async move {
+            let mut stream = client.connect(addr).await?;
+            while left > 0 {
+                let n = left.min(BLOCK.len() as u64) as usize;
+                stream.write_all(&BLOCK[..n]).await?;
+                left -= n as u64;
+            }
+            stream.shutdown().await?;
+            // Keep the stream until the receiver has everything, so its statistics are
+            // final; dropping it would only close it gracefully.
+            Ok::<_, io::Error>(stream)
+        }));
+    }
+    let mut streams_out = Vec::new();
+    for s in senders {
+        streams_out.push(s.await.map_err(io::Error::other)??);
+    }
+    let (total, _server) = receiver.await.map_err(io::Error::other)??;
+    let elapsed = t0.elapsed();
+    let cpu = cpu0.elapsed();
+    bar.finish_and_clear();
+    let _ = ticker.await;
+    if total != bytes {
+        return Err(io::Error::other(format!("uTP transfer truncated: {total} of {bytes} bytes")));
+    }
+    let retransmits = streams_out.iter().filter_map(|s| s.stats()).map(|s| s.retransmits).sum();
+    Ok(Measure { bytes, elapsed, cpu, retransmits: Some(retransmits), datagrams: None })
+}
+
+async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let received = Arc::new(AtomicU64::new(0));
+    let bar = progress(args, "TCP", bytes);
+    let ticker = tick(bar.clone(), received.clone());
+    let (cpu0, t0) = (ProcessTime::now(), Instant::now());
+    let streams = args.streams;
+    let counter = received.clone();
+    let receiver = tokio::spawn(async move {
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let (mut stream, _) = listener.accept().await?;
+            let counter = counter.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, io::Error>(total);
+                    }
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }));
+        }
+        let mut total = 0;
+        for r in readers {
+            total += r.await.map_err(io::Error::other)??;
+        }
+        Ok::<_, io::Error>(total)
+    });
+    let mut senders = Vec::new();
+    for i in 0..streams {
+        let mut left = share(bytes, streams, i);
+        senders.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await?;
+            while left > 0 {
+                let n = left.min(BLOCK.len() as u64) as usize;
+                stream.write_all(&BLOCK[..n]).await?;
+                left -= n as u64;
+            }
+            stream.shutdown().await
+        }));
+    }
+    for s in senders {
+        s.await.map_err(io::Error::other)??;
+    }
+    let total = receiver.await.map_err(io::Error::other)??;
+    let (elapsed, cpu) = (t0.elapsed(), cpu0.elapsed());
+    bar.finish_and_clear();
+    let _ = ticker.await;
+    if total != bytes {
+        return Err(io::Error::other(format!("TCP transfer truncated: {total} of {bytes} bytes")));
+    }
+    Ok(Measure { bytes, elapsed, cpu, retransmits: None, datagrams: None })
+}
+
+/// Raw UDP: one `send_to` per datagram of the uTP packet size, as fast as the socket takes
+/// them, no flow control. The rate is what arrived over the time between the first and
+/// the last arrival; what the receiving socket dropped is reported.
+async fn udp_blast(args: &Args, bytes: u64) -> io::Result<Measure> {
+    let size = args.packet_size.unwrap_or(1472);
+    let config = socket_config(args);
+    let (rx, tx) = (udp_socket(&config)?, udp_socket(&config)?);
+    let addr = rx.local_addr()?;
+    let count = bytes.div_ceil(size as u64);
+    let received = Arc::new(AtomicU64::new(0));
+    let bar = progress(args, "raw UDP", bytes);
+    let ticker = tick(bar.clone(), received.clone());
+    let cpu0 = ProcessTime::now();
+    let counter = received.clone();
+    let receiver = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let (mut got, mut first, mut last) = (0u64, None, Instant::now());
+        // Stop once nothing arrived for a while: lost datagrams never will.
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await {
+            let n = r?;
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+            got += 1;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok::<_, io::Error>((got, first.unwrap_or(last), last))
+    });
+    let datagram = vec![0x5au8; size];
+    for _ in 0..count {
+        tx.send_to(&datagram, addr).await?;
+    }
+    let (got, first, last) = receiver.await.map_err(io::Error::other)??;
+    // The receiver's idle wait is not work: leave it out of the CPU figure as well as it can
+    // be (it sleeps in the kernel, so it costs next to nothing).
+    let cpu = cpu0.elapsed();
+    bar.finish_and_clear();
+    let _ = ticker.await;
+    Ok(Measure {
+        bytes: got * size as u64,
+        elapsed: last - first,
+        cpu,
+        retransmits: None,
+        datagrams: Some((count, got)),
+    })
+}
+
+fn udp_socket(config: &SocketConfig) -> io::Result<UdpSocket> {
+    let std = utp_io::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), config)?;
+    std.set_nonblocking(true)?;
+    UdpSocket::from_std(std)
+}
+
+/// Open `n` connections from one socket to another, leave them idle, and report the
+/// process's resident memory per connection.
+async fn idle_connections(args: &Args, n: usize) -> io::Result<()> {
+    let mut config = socket_config(args);
+    config.endpoint_mut().max_connections(n + 16).syn_backlog(n + 16);
+    config.accept_queue(n + 16);
+    let server = UtpSocket::bind_with_config("127.0.0.1:0", config.clone()).await?;
+    let client = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+    let addr = server.local_addr()?;
+    let before = rss_bytes()?;
+    let bar = progress(args, "connect", n as u64);
+    let accepting = tokio::spawn(async move {
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            streams.push(server.accept().await?.0);
+        }
+        Ok::<_, io::Error>((server, streams))
+    });
+    let mut clients = Vec::with_capacity(n);
+    // Connect in waves so the handshakes do not overflow socket buffers.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let mut wave = Vec::new();
+        for _ in chunk {
+            wave.push(client.connect(addr));
+        }
+        for c in wave {
+            clients.push(c.await?);
+        }
+        bar.set_position(clients.len() as u64);
+    }
+    let (server, accepted) = accepting.await.map_err(io::Error::other)??;
+    bar.finish_and_clear();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_bytes()?;
+    let per = after.saturating_sub(before) as f64 / (2 * n) as f64;
+    println!(
+        "{n} connections each side: resident memory {:.1} MiB -> {:.1} MiB, {per:.0} bytes per connection endpoint ({} open on the server)",
+        before as f64 / (1 << 20) as f64,
+        after as f64 / (1 << 20) as f64,
+        server.stats().endpoint.connections
+    );
+    if args.json {
+        println!("{}", serde_json::json!({ "connections": n, "bytes_per_connection": per }));
+    }
+    drop((clients, accepted));
+    Ok(())
+}
+
+/// Resident set size from `/proc/self/statm` (Linux).
+fn rss_bytes() -> io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("unreadable /proc/self/statm"))?;
+    Ok(pages * 4096)
+}

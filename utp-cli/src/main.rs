@@ -1,0 +1,51 @@
+//! `utp`: a netcat for uTP, and the project's benchmark.
+//!
+//! ```text
+//! utp -l -p 4000 > received          # listen on port 4000, write what arrives to stdout
+//! utp 127.0.0.1 4000 < file          # connect, send stdin; EOF on stdin half-closes
+//! utp bench                          # loopback transfer: uTP beside TCP and raw UDP
+//! ```
+//!
+//! The netcat flags are libutp's `ucat` flags, so scripts written for it keep working:
+//! `-l` listen, `-p` local port, `-s` source address, `-B` receive buffer (window) size,
+//! `-n` no name resolution, `-d` debug logging (twice for trace).
+
+mod bench;
+mod netcat;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_else(|| "utp".into());
+    let rest: Vec<_> = args.collect();
+    let result = if rest.first().is_some_and(|a| a == "bench") {
+        bench::main(std::iter::once(program).chain(rest.into_iter().skip(1)))
+    } else {
+        netcat::main(std::iter::once(program).chain(rest))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line, like a good CLI: no backtrace, no debug dump.
+            eprintln!("utp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Install a log subscriber on stderr: `warn` by default, `debug`/`trace` with `-d`/`-dd`,
+/// or whatever `RUST_LOG` says.
+fn init_logging(verbosity: u8) {
+    let default = match verbosity {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
