@@ -83,7 +83,10 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
     let args = match Args::try_parse_from(args) {
         Ok(a) => a,
         Err(e) if e.use_stderr() => {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, e.render().to_string().trim().to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                e.render().to_string().trim().to_string(),
+            ));
         }
         Err(e) => {
             print!("{e}");
@@ -92,9 +95,15 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
     };
     crate::init_logging(args.debug);
     if args.streams == 0 || args.size == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--size and --streams must be positive"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--size and --streams must be positive",
+        ));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         if let Some(n) = args.connections {
             return idle_connections(&args, n).await;
@@ -106,7 +115,9 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
 fn socket_config(args: &Args) -> SocketConfig {
     let mut config = SocketConfig::default();
     let buf = args.socket_buffer_kib * 1024;
-    config.recv_buffer_size(Some(buf)).send_buffer_size(Some(buf));
+    config
+        .recv_buffer_size(Some(buf))
+        .send_buffer_size(Some(buf));
     if let Some(p) = args.packet_size {
         config.connection_mut().packet_size(p);
     }
@@ -125,7 +136,10 @@ async fn run(args: &Args) -> io::Result<()> {
     let ratio = utp.mbps() / tcp.mbps();
 
     println!();
-    println!("{:<10} {:>10} {:>12} {:>12} {:>12}", "transport", "MB/s", "ratio to TCP", "CPU s/GB", "retransmits");
+    println!(
+        "{:<10} {:>10} {:>12} {:>12} {:>12}",
+        "transport", "MB/s", "ratio to TCP", "CPU s/GB", "retransmits"
+    );
     for (name, m) in [("uTP", &utp), ("TCP", &tcp), ("raw UDP", &udp)] {
         let retrans = match (m.retransmits, m.datagrams) {
             (Some(r), _) => r.to_string(),
@@ -166,9 +180,11 @@ fn progress(args: &Args, label: &str, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{msg:8} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar
@@ -192,7 +208,11 @@ static BLOCK: [u8; 65_536] = [0x5a; 65_536];
 
 fn share(bytes: u64, streams: usize, i: usize) -> u64 {
     let per = bytes / streams as u64;
-    if i == streams - 1 { bytes - per * (streams as u64 - 1) } else { per }
+    if i == streams - 1 {
+        bytes - per * (streams as u64 - 1)
+    } else {
+        per
+    }
 }
 
 async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
@@ -259,10 +279,22 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     bar.finish_and_clear();
     let _ = ticker.await;
     if total != bytes {
-        return Err(io::Error::other(format!("uTP transfer truncated: {total} of {bytes} bytes")));
+        return Err(io::Error::other(format!(
+            "uTP transfer truncated: {total} of {bytes} bytes"
+        )));
     }
-    let retransmits = streams_out.iter().filter_map(|s| s.stats()).map(|s| s.retransmits).sum();
-    Ok(Measure { bytes, elapsed, cpu, retransmits: Some(retransmits), datagrams: None })
+    let retransmits = streams_out
+        .iter()
+        .filter_map(|s| s.stats())
+        .map(|s| s.retransmits)
+        .sum();
+    Ok(Measure {
+        bytes,
+        elapsed,
+        cpu,
+        retransmits: Some(retransmits),
+        datagrams: None,
+    })
 }
 
 async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
@@ -319,9 +351,17 @@ async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     bar.finish_and_clear();
     let _ = ticker.await;
     if total != bytes {
-        return Err(io::Error::other(format!("TCP transfer truncated: {total} of {bytes} bytes")));
+        return Err(io::Error::other(format!(
+            "TCP transfer truncated: {total} of {bytes} bytes"
+        )));
     }
-    Ok(Measure { bytes, elapsed, cpu, retransmits: None, datagrams: None })
+    Ok(Measure {
+        bytes,
+        elapsed,
+        cpu,
+        retransmits: None,
+        datagrams: None,
+    })
 }
 
 /// Raw UDP: one `send_to` per datagram of the uTP packet size, as fast as the socket takes
@@ -342,7 +382,8 @@ async fn udp_blast(args: &Args, bytes: u64) -> io::Result<Measure> {
         let mut buf = vec![0u8; 65_536];
         let (mut got, mut first, mut last) = (0u64, None, Instant::now());
         // Stop once nothing arrived for a while: lost datagrams never will.
-        while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await {
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await
+        {
             let n = r?;
             let now = Instant::now();
             first.get_or_insert(now);
@@ -381,7 +422,10 @@ fn udp_socket(config: &SocketConfig) -> io::Result<UdpSocket> {
 /// process's resident memory per connection.
 async fn idle_connections(args: &Args, n: usize) -> io::Result<()> {
     let mut config = socket_config(args);
-    config.endpoint_mut().max_connections(n + 16).syn_backlog(n + 16);
+    config
+        .endpoint_mut()
+        .max_connections(n + 16)
+        .syn_backlog(n + 16);
     config.accept_queue(n + 16);
     let server = UtpSocket::bind_with_config("127.0.0.1:0", config.clone()).await?;
     let client = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
@@ -419,7 +463,10 @@ async fn idle_connections(args: &Args, n: usize) -> io::Result<()> {
         server.stats().endpoint.connections
     );
     if args.json {
-        println!("{}", serde_json::json!({ "connections": n, "bytes_per_connection": per }));
+        println!(
+            "{}",
+            serde_json::json!({ "connections": n, "bytes_per_connection": per })
+        );
     }
     drop((clients, accepted));
     Ok(())

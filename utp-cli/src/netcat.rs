@@ -44,7 +44,12 @@ struct Args {
 pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
     let args = match Args::try_parse_from(args) {
         Ok(a) => a,
-        Err(e) if e.use_stderr() => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.render().to_string().trim().to_string())),
+        Err(e) if e.use_stderr() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                e.render().to_string().trim().to_string(),
+            ));
+        }
         Err(e) => {
             // --help and --version are not errors.
             print!("{e}");
@@ -52,7 +57,10 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
         }
     };
     crate::init_logging(args.debug);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -72,7 +80,10 @@ async fn run(args: Args) -> io::Result<()> {
         (socket, stream)
     } else {
         let (Some(host), Some(port)) = (args.host.as_deref(), args.port) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "usage: utp [options] HOST PORT, or utp -l -p PORT (see --help)"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "usage: utp [options] HOST PORT, or utp -l -p PORT (see --help)",
+            ));
         };
         let remote = resolve(host, port, args.numeric)?;
         let ip = args.source.unwrap_or(if remote.is_ipv6() {
@@ -81,7 +92,10 @@ async fn run(args: Args) -> io::Result<()> {
             IpAddr::from([0, 0, 0, 0])
         });
         let socket = bind(SocketAddr::new(ip, args.local_port.unwrap_or(0)), config).await?;
-        let stream = socket.connect(remote).await.map_err(|e| annotate(e, remote))?;
+        let stream = socket
+            .connect(remote)
+            .await
+            .map_err(|e| annotate(e, remote))?;
         (socket, stream)
     };
     pump(stream).await?;
@@ -98,29 +112,47 @@ async fn run(args: Args) -> io::Result<()> {
 const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn bind(addr: SocketAddr, config: SocketConfig) -> io::Result<UtpSocket> {
-    UtpSocket::bind_with_config(addr, config).await.map_err(|e| {
-        let what = match e.kind() {
-            io::ErrorKind::AddrInUse => "address already in use",
-            io::ErrorKind::AddrNotAvailable => "address not available on this host",
-            io::ErrorKind::PermissionDenied => "permission denied",
-            _ => return io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")),
-        };
-        io::Error::new(e.kind(), format!("cannot bind {addr}: {what}"))
-    })
+    UtpSocket::bind_with_config(addr, config)
+        .await
+        .map_err(|e| {
+            let what = match e.kind() {
+                io::ErrorKind::AddrInUse => "address already in use",
+                io::ErrorKind::AddrNotAvailable => "address not available on this host",
+                io::ErrorKind::PermissionDenied => "permission denied",
+                _ => return io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")),
+            };
+            io::Error::new(e.kind(), format!("cannot bind {addr}: {what}"))
+        })
 }
 
 fn resolve(host: &str, port: u16, numeric: bool) -> io::Result<SocketAddr> {
-    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, port));
     }
     if numeric {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?} is not a numeric address (-n)")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a numeric address (-n)"),
+        ));
     }
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot resolve {host}: {e}")))?
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot resolve {host}: {e}"),
+            )
+        })?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{host} has no address")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{host} has no address"),
+            )
+        })
 }
 
 fn annotate(e: io::Error, remote: SocketAddr) -> io::Error {
