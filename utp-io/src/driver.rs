@@ -11,25 +11,26 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
-use utp_proto::Transmit;
 
 use crate::runtime::{AsyncTimer, AsyncUdpSocket};
 use crate::shared::{Shared, State};
 
 /// The future that drives one socket; spawned by [`Socket::new`](crate::Socket::new).
 ///
-/// Each run, under the lock, it reads the clock once, then:
-/// 1. receives up to [`RECV_BUDGET`] datagrams and feeds them to the endpoint (non-uTP ones
-///    go to the application's queue);
-/// 2. runs the endpoint's timers if their deadline passed, and resets dropped streams whose
-///    graceful close outlived the linger time;
-/// 3. drains the events, waking blocked readers, writers, acceptors and connectors;
-/// 4. sends up to [`SEND_BUDGET`] datagrams; if the socket would block, the datagram is kept
-///    and the driver waits for writability;
-/// 5. re-arms its one timer, outside the lock, only if the deadline changed.
+/// Each run reads the clock once, then:
+/// 1. sends what an earlier run could not (the socket would have blocked);
+/// 2. receives up to [`RECV_BUDGET`] datagrams into a batch, without the lock;
+/// 3. under the lock: feeds the batch to the endpoint (non-uTP datagrams go to the
+///    application's queue), runs the endpoint's timers if their deadline passed, resets
+///    dropped streams whose graceful close outlived the linger time, drains the events
+///    (waking blocked readers, writers, acceptors and connectors) and, if everything earlier
+///    went out, collects up to [`SEND_BUDGET`] datagrams to send;
+/// 4. sends them without the lock; if the socket would block, the rest is kept and the
+///    driver waits for writability: nothing is dropped;
+/// 5. re-arms its one timer only if the deadline changed.
 ///
 /// When a budget ran out it wakes itself after unlocking, so a busy socket cannot starve the
-/// executor.
+/// executor. Socket calls never happen under the lock, so streams are not held up by them.
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     socket: Arc<dyn AsyncUdpSocket>,
@@ -38,17 +39,35 @@ pub(crate) struct Driver {
     armed: Option<Instant>,
     fired: bool,
     recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    /// A datagram the socket would not take yet.
-    buffered: Option<Buffered>,
+    /// Received datagrams, back to back, and their senders and lengths.
+    batch: Vec<u8>,
+    batch_meta: Vec<(SocketAddr, usize)>,
+    /// Datagrams to send: `out[sent..queued]` are pending. Buffers are reused.
+    out: Vec<Outgoing>,
+    queued: usize,
+    sent: usize,
+    /// Results of socket calls made without the lock, applied at the next lock.
+    io: IoResults,
     finished: bool,
 }
 
-enum Buffered {
-    /// A uTP datagram in `send_buf`.
-    Utp(Transmit),
-    /// A raw datagram from the application.
-    Raw(SocketAddr, Vec<u8>),
+struct Outgoing {
+    buf: Vec<u8>,
+    to: SocketAddr,
+    /// Produced by the endpoint (not a raw datagram of the application).
+    utp: bool,
+}
+
+#[derive(Default)]
+struct IoResults {
+    received: u64,
+    recv_errors: u64,
+    sent: u64,
+    would_block: u64,
+    send_errors: u64,
+    /// `EMSGSIZE` answers: (destination, length), for path MTU discovery.
+    too_big: Vec<(SocketAddr, usize)>,
+    fatal: Option<io::Error>,
 }
 
 impl Driver {
@@ -64,32 +83,40 @@ impl Driver {
             armed: None,
             fired: false,
             recv_buf: vec![0; MAX_DATAGRAM],
-            send_buf: Vec::with_capacity(MAX_DATAGRAM),
-            buffered: None,
+            batch: Vec::new(),
+            batch_meta: Vec::with_capacity(RECV_BUDGET),
+            out: (0..SEND_BUDGET)
+                .map(|_| Outgoing {
+                    buf: Vec::new(),
+                    to: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    utp: false,
+                })
+                .collect(),
+            queued: 0,
+            sent: 0,
+            io: IoResults::default(),
             finished: false,
         }
     }
 
-    /// Receive up to the budget; returns whether the budget ran out.
-    fn recv(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
+    /// Receive up to the budget into the batch; returns whether the budget ran out.
+    fn recv(&mut self, cx: &mut Context<'_>) -> bool {
+        self.batch.clear();
+        self.batch_meta.clear();
         for _ in 0..RECV_BUDGET {
             match self.socket.poll_recv_from(cx, &mut self.recv_buf) {
                 Poll::Ready(Ok((len, from))) => {
-                    state.stats.datagrams_received += 1;
-                    let datagram = &self.recv_buf[..len];
-                    if !state.endpoint.handle_datagram(now, from, datagram) {
-                        trace!(%from, len, "non-uTP datagram");
-                        state.push_raw(from, datagram);
-                    }
+                    self.batch.extend_from_slice(&self.recv_buf[..len]);
+                    self.batch_meta.push((from, len));
                 }
                 Poll::Ready(Err(e)) if is_transient(&e) => {
                     // ICMP errors reported on the socket and the like: nothing to do with
                     // the datagrams still queued behind them.
                     trace!(error = %e, "ignoring receive error");
-                    state.stats.recv_errors += 1;
+                    self.io.recv_errors += 1;
                 }
                 Poll::Ready(Err(e)) => {
-                    state.fail(e.kind(), format!("uTP socket receive failed: {e}"));
+                    self.io.fatal = Some(e);
                     return false;
                 }
                 Poll::Pending => return false,
@@ -98,42 +125,95 @@ impl Driver {
         true
     }
 
-    /// Send up to the budget; returns whether the budget ran out.
-    fn transmit(&mut self, cx: &mut Context<'_>, state: &mut State, now: Instant) -> bool {
-        for _ in 0..SEND_BUDGET {
-            if self.buffered.is_none() {
-                if let Some((to, datagram)) = state.raw_out.pop_front() {
-                    for w in state.raw_out_wakers.drain(..) {
-                        w.wake();
-                    }
-                    state.stats.raw_sent += 1;
-                    self.buffered = Some(Buffered::Raw(to, datagram));
-                } else if let Some(t) = state.endpoint.poll_transmit(now, &mut self.send_buf) {
-                    self.buffered = Some(Buffered::Utp(t));
-                } else {
-                    return false;
-                }
-            }
-            let (datagram, to) = match &self.buffered {
-                Some(Buffered::Utp(t)) => (&self.send_buf[..t.len], t.destination),
-                Some(Buffered::Raw(to, d)) => (&d[..], *to),
-                None => return false,
-            };
-            match self.socket.poll_send_to(cx, datagram, to) {
-                Poll::Ready(Ok(_)) => state.stats.datagrams_sent += 1,
+    /// Send the pending datagrams, stopping where the socket would block.
+    fn flush(&mut self, cx: &mut Context<'_>) {
+        while self.sent < self.queued {
+            let d = &self.out[self.sent];
+            match self.socket.poll_send_to(cx, &d.buf, d.to) {
+                Poll::Ready(Ok(_)) => self.io.sent += 1,
                 Poll::Ready(Err(e)) => {
                     // The OS will never take this one (unreachable, too big): uTP
                     // retransmits what matters, so count it and go on.
-                    debug!(%to, error = %e, "send failed");
-                    state.stats.send_errors += 1;
+                    debug!(to = %d.to, error = %e, "send failed");
+                    self.io.send_errors += 1;
+                    if d.utp && is_too_big(&e) {
+                        self.io.too_big.push((d.to, d.buf.len()));
+                    }
                 }
                 Poll::Pending => {
                     // Keep the datagram; the socket wakes us when it is writable.
-                    state.stats.send_would_block += 1;
-                    return false;
+                    self.io.would_block += 1;
+                    return;
                 }
             }
-            self.buffered = None;
+            self.sent += 1;
+        }
+        self.sent = 0;
+        self.queued = 0;
+    }
+
+    /// Under the lock: account for the socket calls made without it.
+    fn apply_io(&mut self, state: &mut State, now: Instant) {
+        let io = &mut self.io;
+        state.stats.datagrams_received += io.received;
+        state.stats.recv_errors += io.recv_errors;
+        state.stats.datagrams_sent += io.sent;
+        state.stats.send_would_block += io.would_block;
+        state.stats.send_errors += io.send_errors;
+        (
+            io.received,
+            io.recv_errors,
+            io.sent,
+            io.would_block,
+            io.send_errors,
+        ) = (0, 0, 0, 0, 0);
+        for (to, len) in io.too_big.drain(..) {
+            // Path MTU discovery: the connections to `to` lower their ceiling and resend.
+            state.endpoint.handle_too_big(now, to, len);
+        }
+        if let Some(e) = io.fatal.take() {
+            state.fail(e.kind(), format!("uTP socket receive failed: {e}"));
+        }
+    }
+
+    /// Under the lock: feed the received batch to the endpoint.
+    fn handle_batch(&mut self, state: &mut State, now: Instant) {
+        let mut offset = 0;
+        for &(from, len) in &self.batch_meta {
+            let datagram = &self.batch[offset..offset + len];
+            offset += len;
+            if !state.endpoint.handle_datagram(now, from, datagram) {
+                trace!(%from, len, "non-uTP datagram");
+                state.push_raw(from, datagram);
+            }
+        }
+        self.io.received += self.batch_meta.len() as u64;
+    }
+
+    /// Under the lock: collect datagrams to send, raw ones from the application first.
+    /// Returns whether the budget ran out.
+    fn collect(&mut self, state: &mut State, now: Instant) -> bool {
+        debug_assert_eq!(self.queued, 0, "collect only once the last batch went out");
+        if !state.raw_out.is_empty() {
+            for w in state.raw_out_wakers.drain(..) {
+                w.wake();
+            }
+        }
+        while self.queued < SEND_BUDGET {
+            let d = &mut self.out[self.queued];
+            if let Some((to, mut datagram)) = state.raw_out.pop_front() {
+                std::mem::swap(&mut d.buf, &mut datagram);
+                d.to = to;
+                d.utp = false;
+                state.stats.raw_sent += 1;
+            } else if let Some(t) = state.endpoint.poll_transmit(now, &mut d.buf) {
+                d.buf.truncate(t.len);
+                d.to = t.destination;
+                d.utp = true;
+            } else {
+                return false;
+            }
+            self.queued += 1;
         }
         true
     }
@@ -145,26 +225,31 @@ impl Future for Driver {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let shared = this.shared.clone();
+        // The clock is read once per wake-up; every input of this run shares it.
+        let now = shared.runtime.now();
+
+        this.flush(cx);
+        let mut more = this.recv(cx);
+
         let mut state = shared.lock();
         state.register_driver(cx.waker());
+        this.apply_io(&mut state, now);
         if state.fatal.is_some() {
             this.finished = true;
             return Poll::Ready(());
         }
-        // The clock is read once per wake-up; every input of this run shares it.
-        let now = shared.runtime.now();
-
-        let mut more = this.recv(cx, &mut state, now);
+        this.handle_batch(&mut state, now);
         if state.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             state.endpoint.handle_timeout(now);
         }
         state.expire_lingering(now);
         state.process_events(now);
-        more |= this.transmit(cx, &mut state, now);
-        // Transmitting can free connections (a reset sent) and so emit events.
-        state.process_events(now);
-
-        if state.fatal.is_some() || (state.is_finished() && this.buffered.is_none()) {
+        if this.queued == 0 {
+            more |= this.collect(&mut state, now);
+            // Transmitting can free connections (a reset sent) and so emit events.
+            state.process_events(now);
+        }
+        if state.is_finished() && this.queued == 0 {
             debug!("uTP driver finished");
             this.finished = true;
             return Poll::Ready(());
@@ -174,6 +259,11 @@ impl Future for Driver {
             (a, b) => a.or(b.map(|&(t, _)| t)),
         };
         drop(state);
+
+        this.flush(cx);
+        if !this.io.too_big.is_empty() {
+            more = true; // the endpoint hears about it at the next run
+        }
 
         if let Some(mut deadline) = deadline {
             if this.armed != Some(deadline) || this.fired {
@@ -193,7 +283,7 @@ impl Future for Driver {
             this.armed = None;
         }
         if more {
-            // Yield to the executor, then carry on: after unlocking, so the streams can run.
+            // Yield to the executor, then carry on (after unlocking, so streams can run).
             cx.waker().wake_by_ref();
         }
         Poll::Pending
@@ -223,13 +313,24 @@ fn is_transient(e: &io::Error) -> bool {
             | io::ErrorKind::HostUnreachable
             | io::ErrorKind::NetworkUnreachable
             | io::ErrorKind::TimedOut
-    )
+    ) || is_too_big(e)
 }
 
-/// Datagrams received per run before yielding (quinn's `IO_LOOP_BOUND` is 160; ours is per
-/// datagram rather than per GRO batch).
+/// `EMSGSIZE`: the datagram exceeds the path MTU (with don't-fragment set) or UDP's limit.
+fn is_too_big(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    const EMSGSIZE: i32 = libc::EMSGSIZE;
+    #[cfg(windows)]
+    const EMSGSIZE: i32 = 10040; // WSAEMSGSIZE
+    #[cfg(not(any(unix, windows)))]
+    const EMSGSIZE: i32 = -1;
+    e.raw_os_error() == Some(EMSGSIZE)
+}
+
+/// Datagrams received per run before yielding (quinn's `IO_LOOP_BOUND` is 160; ours counts
+/// datagrams rather than GRO batches).
 pub(crate) const RECV_BUDGET: usize = 128;
-/// Datagrams sent per run before yielding.
+/// Datagrams collected from the endpoint per run before yielding.
 pub(crate) const SEND_BUDGET: usize = 128;
 /// Largest UDP payload (IPv4); uTP packets are far smaller, other datagrams may not be.
 const MAX_DATAGRAM: usize = 65_536;
