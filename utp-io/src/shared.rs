@@ -416,3 +416,81 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use utp_proto::EndpointConfig;
+
+    use super::*;
+
+    fn state(ipv6: bool) -> State {
+        let endpoint = Endpoint::new(EndpointConfig::default(), Instant::now(), 1).unwrap();
+        State::new(endpoint, SocketConfig::default(), ipv6)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_is_mapped_on_an_ipv6_socket() {
+        let s = state(true);
+        assert_eq!(
+            s.to_native(addr("127.0.0.1:80")).unwrap(),
+            addr("[::ffff:127.0.0.1]:80")
+        );
+        assert_eq!(s.to_native(addr("[::1]:80")).unwrap(), addr("[::1]:80"));
+    }
+
+    #[test]
+    fn mapped_is_unmapped_on_an_ipv4_socket_and_plain_ipv6_refused() {
+        let s = state(false);
+        assert_eq!(
+            s.to_native(addr("[::ffff:10.0.0.1]:80")).unwrap(),
+            addr("10.0.0.1:80")
+        );
+        assert_eq!(
+            s.to_native(addr("10.0.0.1:80")).unwrap(),
+            addr("10.0.0.1:80")
+        );
+        let err = s.to_native(addr("[2001:db8::1]:80")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn full_raw_queue_drops_and_counts() {
+        let mut s = state(false);
+        s.config.datagram_queue(2);
+        for i in 0..5u8 {
+            s.push_raw(addr("10.0.0.1:80"), &[i]);
+        }
+        assert_eq!((s.stats.raw_received, s.stats.raw_dropped), (2, 3));
+        assert_eq!(s.raw_in.pop_front().unwrap().1, [0]);
+    }
+
+    #[test]
+    fn waking_the_driver_twice_before_it_runs_wakes_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut s = state(false);
+        s.register_driver(&waker);
+        s.wake_driver();
+        s.wake_driver();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        s.register_driver(&waker); // the driver ran
+        s.wake_driver();
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+    }
+}
