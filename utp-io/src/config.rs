@@ -37,6 +37,7 @@ pub struct SocketConfig {
     pub(crate) accept_queue: usize,
     pub(crate) close_linger: Duration,
     pub(crate) seed: Option<u64>,
+    pub(crate) dont_fragment: bool,
     pub(crate) hook: Option<SocketHook>,
 }
 
@@ -104,9 +105,21 @@ impl SocketConfig {
         self
     }
 
+    /// Send every datagram with the IP don't-fragment bit and let uTP's path MTU discovery,
+    /// not the kernel's route cache, choose packet sizes (`IP_PMTUDISC_PROBE` and
+    /// `IPV6_PMTUDISC_PROBE`; Linux only, elsewhere set-up fails with `Unsupported`).
+    /// Default off: the OS default, which on Linux sets DF on packets that fit the cached
+    /// path MTU and fragments larger ones locally. Datagrams the core marks fragmentable
+    /// ([`Transmit::dont_fragment`](utp_proto::Transmit::dont_fragment) `== false`, a resend
+    /// larger than the path is known to carry) still go out with DF when this is on.
+    pub fn dont_fragment(&mut self, on: bool) -> &mut Self {
+        self.dont_fragment = on;
+        self
+    }
+
     /// Run `hook` on the socket during set-up, after the buffer sizes are applied. This is
-    /// where a don't-fragment option for path MTU discovery goes (`IP_MTU_DISCOVER` on Linux,
-    /// which `socket2` does not wrap yet).
+    /// where options this crate does not set go (`IP_TOS`, `SO_BINDTODEVICE`, don't-fragment
+    /// on platforms other than Linux, ...).
     pub fn socket_hook(&mut self, hook: SocketHook) -> &mut Self {
         self.hook = Some(hook);
         self
@@ -123,6 +136,7 @@ impl Default for SocketConfig {
             accept_queue: 1024,
             close_linger: Duration::from_secs(30),
             seed: None,
+            dont_fragment: false,
             hook: None,
         }
     }
@@ -138,6 +152,7 @@ impl fmt::Debug for SocketConfig {
             .field("accept_queue", &self.accept_queue)
             .field("close_linger", &self.close_linger)
             .field("seed", &self.seed)
+            .field("dont_fragment", &self.dont_fragment)
             .field("hook", &self.hook.is_some())
             .finish()
     }
@@ -163,10 +178,38 @@ pub fn configure_socket(socket: SockRef<'_>, config: &SocketConfig) -> io::Resul
     if let Some(bytes) = config.send_buffer_size {
         socket.set_send_buffer_size(bytes)?;
     }
+    if config.dont_fragment {
+        set_dont_fragment(&socket)?;
+    }
     if let Some(hook) = &config.hook {
         hook(socket)?;
     }
     Ok(())
+}
+
+/// Don't-fragment on every datagram, path MTU chosen by the application (uTP's probing).
+#[cfg(target_os = "linux")]
+fn set_dont_fragment(socket: &SockRef<'_>) -> io::Result<()> {
+    use rustix::net::sockopt::{
+        Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery, set_ip_mtu_discover, set_ipv6_mtu_discover,
+    };
+    // An IPv6 socket takes both: the IPv4 option covers IPv4-mapped peers. An IPv4 socket
+    // refuses the IPv6 one.
+    let socket: &socket2::Socket = socket;
+    let v6 = set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::PROBE);
+    let v4 = set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE);
+    match (v4, v6) {
+        (Err(e), Err(_)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_dont_fragment(_: &SockRef<'_>) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "don't-fragment sockets are only implemented on Linux",
+    ))
 }
 
 /// A non-blocking UDP socket bound to `addr` and configured by `config`. An unspecified IPv6
@@ -181,4 +224,45 @@ pub fn bind_udp(addr: SocketAddr, config: &SocketConfig) -> io::Result<std::net:
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_applies_buffer_sizes() {
+        let mut config = SocketConfig::default();
+        config
+            .recv_buffer_size(Some(1 << 20))
+            .send_buffer_size(Some(256 << 10));
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let sock = SockRef::from(&socket);
+        // Linux doubles what it grants; others report what was asked.
+        assert!(sock.recv_buffer_size().unwrap() >= 1 << 20);
+        assert!(sock.send_buffer_size().unwrap() >= 256 << 10);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dont_fragment_sets_pmtudisc_probe() {
+        use rustix::net::sockopt::{
+            Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery, ip_mtu_discover, ipv6_mtu_discover,
+        };
+        let mut config = SocketConfig::default();
+        config.dont_fragment(true);
+        let v4 = bind_udp("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        assert_eq!(ip_mtu_discover(&v4).unwrap(), Ipv4PathMtuDiscovery::PROBE);
+        if let Ok(v6) = bind_udp("[::]:0".parse().unwrap(), &config) {
+            assert_eq!(ipv6_mtu_discover(&v6).unwrap(), Ipv6PathMtuDiscovery::PROBE);
+            assert_eq!(ip_mtu_discover(&v6).unwrap(), Ipv4PathMtuDiscovery::PROBE);
+        }
+    }
+
+    #[test]
+    fn a_failing_hook_fails_set_up() {
+        let mut config = SocketConfig::default();
+        config.socket_hook(Arc::new(|_| Err(io::Error::other("no"))));
+        assert!(bind_udp("127.0.0.1:0".parse().unwrap(), &config).is_err());
+    }
 }

@@ -80,7 +80,7 @@ async fn connect_answered_by_reset_is_refused_quickly() {
     let start = Instant::now();
     let err = a.connect(peer_addr).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
-    assert!(start.elapsed() < Duration::from_millis(500));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     responder.await.unwrap();
 }
 

@@ -292,3 +292,25 @@ async fn tiny_socket_send_buffer_loses_nothing() {
     );
     assert_eq!(stats.send_errors, 0);
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dont_fragment_sockets_work_for_ipv4_and_dual_stack() {
+    init_tracing();
+    let df = |seed| {
+        let mut c = config(seed);
+        c.dont_fragment(true);
+        c
+    };
+    let a = UtpSocket::bind_with_config("127.0.0.1:0", df(21))
+        .await
+        .unwrap();
+    let b = match UtpSocket::bind_with_config("[::]:0", df(22)).await {
+        Ok(b) => b,
+        Err(_) => UtpSocket::bind_with_config("127.0.0.1:0", df(22))
+            .await
+            .unwrap(),
+    };
+    let port = b.local_addr().unwrap().port();
+    echo_between(&a, &b, SocketAddr::from(([127, 0, 0, 1], port)), 100_000).await;
+}
