@@ -76,21 +76,29 @@ impl UtpSocket {
     }
 
     /// Use a UDP socket the caller bound already. It is made non-blocking and its buffers are
-    /// sized per `config`. Must be called within a tokio runtime.
+    /// sized per `config`. Fails outside a tokio runtime (which needs IO and time enabled).
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
+        let handle = current_runtime()?;
         socket.set_nonblocking(true)?;
-        Self::from_tokio(tokio::net::UdpSocket::from_std(socket)?, config)
+        let socket = {
+            let _enter = handle.enter();
+            tokio::net::UdpSocket::from_std(socket)?
+        };
+        Self::start(handle, socket, config)
     }
 
     /// Use a tokio UDP socket the caller has already. Its buffers are sized per `config`.
-    /// Must be called within a tokio runtime.
     pub fn from_tokio(socket: tokio::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
+        Self::start(current_runtime()?, socket, config)
+    }
+
+    fn start(
+        handle: tokio::runtime::Handle,
+        socket: tokio::net::UdpSocket,
+        config: SocketConfig,
+    ) -> io::Result<Self> {
         utp_io::configure_socket(SockRef::from(&socket), &config)?;
-        let runtime = Arc::new(TokioRuntime(
-            tokio::runtime::Handle::try_current().map_err(|_| {
-                io::Error::other("a uTP socket must be created within a tokio runtime")
-            })?,
-        ));
+        let runtime = Arc::new(TokioRuntime(handle));
         let inner = Socket::new(runtime, Arc::new(TokioUdp(socket)), config)?;
         Ok(Self { inner })
     }
@@ -141,4 +149,9 @@ impl UtpSocket {
     pub fn close(&self) {
         self.inner.close();
     }
+}
+
+fn current_runtime() -> io::Result<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current()
+        .map_err(|_| io::Error::other("a uTP socket must be created within a tokio runtime"))
 }

@@ -80,7 +80,11 @@ async fn connect_answered_by_reset_is_refused_quickly() {
     let start = Instant::now();
     let err = a.connect(peer_addr).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     responder.await.unwrap();
 }
 
@@ -207,4 +211,11 @@ async fn streams_outlive_a_dropped_socket() {
     write_all(&mut c, b"still here").await;
     c.shutdown().await.unwrap();
     assert_eq!(read_all(&mut s, LIMIT).await, b"still here");
+}
+
+#[test]
+fn socket_outside_a_runtime_is_an_error_not_a_panic() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = UtpSocket::from_std(udp, config(12)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Other);
 }

@@ -314,3 +314,52 @@ async fn dont_fragment_sockets_work_for_ipv4_and_dual_stack() {
     let port = b.local_addr().unwrap().port();
     echo_between(&a, &b, SocketAddr::from(([127, 0, 0, 1], port)), 100_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 1000 connections"]
+async fn stress_1000_concurrent_connections() {
+    init_tracing();
+    const STREAMS: u64 = 1000;
+    let a = bind(23).await;
+    // 1000 SYNs at once overflow the default backlog of 512 unverified connections, and the
+    // core evicts a random one per extra SYN, after its SYN-ACK went out: its client then
+    // sees ST_RESET on its first packet. Give this legitimate burst room.
+    let mut config = config(24);
+    config.endpoint_mut().syn_backlog(STREAMS as usize);
+    let b = UtpSocket::bind_with_config("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = b.local_addr().unwrap();
+    let server = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..STREAMS {
+                let (mut s, _) = b.accept().await.unwrap();
+                tasks.push(tokio::spawn(async move {
+                    let data = read_all(&mut s, LIMIT).await;
+                    write_all(&mut s, &data).await;
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    });
+    let mut clients = Vec::new();
+    for id in 0..STREAMS {
+        let a = a.clone();
+        clients.push(tokio::spawn(async move {
+            let mut s = a.connect(addr).await.unwrap();
+            let data = pattern(id, 32 * 1024);
+            write_all(&mut s, &data).await;
+            s.shutdown().await.unwrap();
+            assert_same(&read_all(&mut s, LIMIT).await, &data, "echo");
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    server.await.unwrap();
+    assert_eq!(b.stats().endpoint.syn_evicted, 0);
+}
