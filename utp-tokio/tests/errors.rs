@@ -219,3 +219,41 @@ fn socket_outside_a_runtime_is_an_error_not_a_panic() {
     let err = UtpSocket::from_std(udp, config(12)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Other);
 }
+
+#[tokio::test]
+async fn graceful_close_is_bounded_by_the_linger_time() {
+    init_tracing();
+    let mut config = config(13);
+    config
+        .close_linger(Duration::from_millis(300))
+        .connection_mut()
+        .send_buffer(4 << 20);
+    let a = UtpSocket::bind_with_config("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let b = bind(14).await;
+    let (mut c, mut s) = connected(&a, &b).await;
+    // The peer reads nothing, so 4 MiB can never all be delivered.
+    write_all(&mut c, &pattern(15, 4 << 20)).await;
+    let start = Instant::now();
+    drop(c);
+    tokio::time::timeout(LIMIT, async {
+        while a.stats().endpoint.connections > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the connection is freed after the linger time");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(a.stats().linger_resets, 1);
+    // The peer gets what arrived, then the reset.
+    let mut buf = vec![0u8; 64 * 1024];
+    let err = loop {
+        match s.read(&mut buf).await {
+            Ok(0) => panic!("EOF instead of a reset"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+}
