@@ -123,12 +123,12 @@ pub(crate) struct State {
     /// The driver stopped for good; every call fails with this.
     pub(crate) fatal: Option<(io::ErrorKind, String)>,
     pub(crate) stats: SocketStats,
-    /// The socket is IPv6: IPv4 peers are addressed IPv4-mapped.
-    pub(crate) ipv6: bool,
+    /// The socket's address. On an IPv6 socket, IPv4 peers are addressed IPv4-mapped.
+    pub(crate) local: SocketAddr,
 }
 
 impl State {
-    pub(crate) fn new(endpoint: Endpoint, config: SocketConfig, ipv6: bool) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, config: SocketConfig, local: SocketAddr) -> Self {
         Self {
             endpoint,
             config,
@@ -148,7 +148,7 @@ impl State {
             handles_dropped: false,
             fatal: None,
             stats: SocketStats::default(),
-            ipv6,
+            local,
         }
     }
 
@@ -178,23 +178,42 @@ impl State {
     // ----- addresses -----------------------------------------------------------------------
 
     /// The address as the endpoint and the socket use it: IPv4 becomes IPv4-mapped on an
-    /// IPv6 socket; an IPv4-mapped address becomes IPv4 on an IPv4 socket.
+    /// IPv6 socket; an IPv4-mapped address becomes IPv4 on an IPv4 socket. Fails for a peer
+    /// of the other IP version that the socket cannot reach.
     pub(crate) fn to_native(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        match (self.ipv6, addr) {
-            (true, SocketAddr::V4(a)) => Ok(SocketAddr::V6(SocketAddrV6::new(
-                a.ip().to_ipv6_mapped(),
-                a.port(),
-                0,
-                0,
-            ))),
-            (false, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+        let unreachable = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{addr} is unreachable from a socket bound to {}",
+                    self.local
+                ),
+            )
+        };
+        match (self.local, addr) {
+            (SocketAddr::V6(local), _) => {
+                let v4 = match addr {
+                    SocketAddr::V4(a) => Some(*a.ip()),
+                    SocketAddr::V6(a) => a.ip().to_ipv4_mapped(),
+                };
+                let Some(v4) = v4 else { return Ok(addr) };
+                // Only a dual-stack socket (bound to `[::]` or an IPv4-mapped address)
+                // reaches IPv4 peers.
+                if !local.ip().is_unspecified() && local.ip().to_ipv4_mapped().is_none() {
+                    return Err(unreachable());
+                }
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    v4.to_ipv6_mapped(),
+                    addr.port(),
+                    0,
+                    0,
+                )))
+            }
+            (SocketAddr::V4(_), SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
                 Some(ip) => Ok(SocketAddr::new(ip.into(), a.port())),
-                None => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "IPv6 address on an IPv4 socket",
-                )),
+                None => Err(unreachable()),
             },
-            _ => Ok(addr),
+            (SocketAddr::V4(_), SocketAddr::V4(_)) => Ok(addr),
         }
     }
 
@@ -425,9 +444,9 @@ mod tests {
 
     use super::*;
 
-    fn state(ipv6: bool) -> State {
+    fn state(local: &str) -> State {
         let endpoint = Endpoint::new(EndpointConfig::default(), Instant::now(), 1).unwrap();
-        State::new(endpoint, SocketConfig::default(), ipv6)
+        State::new(endpoint, SocketConfig::default(), addr(local))
     }
 
     fn addr(s: &str) -> SocketAddr {
@@ -435,18 +454,27 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_is_mapped_on_an_ipv6_socket() {
-        let s = state(true);
-        assert_eq!(
-            s.to_native(addr("127.0.0.1:80")).unwrap(),
-            addr("[::ffff:127.0.0.1]:80")
-        );
+    fn ipv4_is_mapped_on_a_dual_stack_socket() {
+        let s = state("[::]:6881");
+        let mapped = addr("[::ffff:127.0.0.1]:80");
+        assert_eq!(s.to_native(addr("127.0.0.1:80")).unwrap(), mapped);
+        assert_eq!(s.to_native(mapped).unwrap(), mapped);
+        assert_eq!(s.to_native(addr("[::1]:80")).unwrap(), addr("[::1]:80"));
+    }
+
+    #[test]
+    fn ipv4_is_refused_on_a_socket_bound_to_an_ipv6_address() {
+        let s = state("[::1]:6881");
+        for peer in ["127.0.0.1:80", "[::ffff:127.0.0.1]:80"] {
+            let err = s.to_native(addr(peer)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
         assert_eq!(s.to_native(addr("[::1]:80")).unwrap(), addr("[::1]:80"));
     }
 
     #[test]
     fn mapped_is_unmapped_on_an_ipv4_socket_and_plain_ipv6_refused() {
-        let s = state(false);
+        let s = state("0.0.0.0:6881");
         assert_eq!(
             s.to_native(addr("[::ffff:10.0.0.1]:80")).unwrap(),
             addr("10.0.0.1:80")
@@ -461,7 +489,7 @@ mod tests {
 
     #[test]
     fn full_raw_queue_drops_and_counts() {
-        let mut s = state(false);
+        let mut s = state("0.0.0.0:6881");
         s.config.datagram_queue(2);
         for i in 0..5u8 {
             s.push_raw(addr("10.0.0.1:80"), &[i]);
@@ -484,7 +512,7 @@ mod tests {
         }
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let mut s = state(false);
+        let mut s = state("0.0.0.0:6881");
         s.register_driver(&waker);
         s.wake_driver();
         s.wake_driver();

@@ -53,7 +53,7 @@ impl Socket {
         };
         let endpoint = Endpoint::new(config.endpoint.clone(), now, seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let state = State::new(endpoint, config, local_addr.is_ipv6());
+        let state = State::new(endpoint, config, local_addr);
         let shared = Arc::new(Shared::new(state, runtime.clone(), local_addr));
         let timer = runtime.new_timer(now);
         let driver = Driver::new(shared.clone(), socket, timer);

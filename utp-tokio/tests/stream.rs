@@ -225,6 +225,12 @@ async fn ipv6_loopback() {
     };
     assert!(a.local_addr().unwrap().is_ipv6());
     echo_between(&a, &b, b.local_addr().unwrap(), 100_000).await;
+    // A socket bound to [::1] cannot reach IPv4: a clear error, not a 15 s timeout.
+    let err = a
+        .connect("127.0.0.1:6881".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
