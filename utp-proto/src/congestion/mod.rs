@@ -4,12 +4,27 @@
 //! what happens to its packets. The connection, not the controller, decides what counts as a
 //! congestion event and guarantees that loss is reported at most once per window of data
 //! (RFC 6817 §2.4.1, RFC 5681 §3.2), so controllers stay small and easy to test.
+//!
+//! - [`Ledbat`]: RFC 6817 LEDBAT as libutp and libtorrent run it, 100 ms target,
+//!   with a delay-aware slow start and clock-drift compensation.
+//! - [`LedbatPlusPlus`] (opt-in): draft-irtf-iccrg-ledbat-plus-plus, 60 ms target, slower
+//!   growth, multiplicative decrease and periodic slowdowns so flows that share a queue agree
+//!   on the base delay.
+//! - [`NewReno`]: loss-based, the competitor LEDBAT must yield to.
+//!
+//! Each is chosen per connection through its config, which is also its [`ControllerFactory`]:
+//! `ConnectionConfig::controller(Arc::new(LedbatConfig::default()))`.
 
+mod delay;
+mod ledbat;
+mod ledbat_pp;
 mod new_reno;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub use ledbat::{Ledbat, LedbatConfig};
+pub use ledbat_pp::{LedbatPlusPlus, LedbatPlusPlusConfig};
 pub use new_reno::{NewReno, NewRenoConfig};
 
 /// Builds one [`Controller`] per connection.
