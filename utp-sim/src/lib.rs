@@ -39,9 +39,12 @@
 //!
 //! [`Instant`]: std::time::Instant
 
+mod dumbbell;
 mod link;
 mod pair;
+pub mod scenarios;
 
+pub use dumbbell::{Dumbbell, DumbbellConfig, FlowConfig, FlowRecord, MAX_CLOCK_OFFSET};
 pub use link::{DelayStats, GilbertElliott, Link, LinkConfig, LinkStats};
 pub use pair::{App, AppConfig, Direction, Filter, Livelock, Node, Pair, Verdict};
 
