@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::congestion::{ControllerFactory, NewRenoConfig};
+use crate::congestion::{ControllerFactory, LedbatConfig};
 use crate::connection::{IPV4_ETHERNET, IPV6_ETHERNET};
 use crate::packet::HEADER_LEN;
 
@@ -151,7 +151,10 @@ impl ConnectionConfig {
         self
     }
 
-    /// The congestion controller (default NewReno; LEDBAT arrives as its own controller).
+    /// The congestion controller and its settings, target delay included (default
+    /// [`LedbatConfig::default()`]: LEDBAT, 100 ms target). Pass
+    /// [`LedbatPlusPlusConfig`](crate::congestion::LedbatPlusPlusConfig) for LEDBAT++ or
+    /// [`NewRenoConfig`](crate::congestion::NewRenoConfig) for loss-based control.
     pub fn controller(&mut self, factory: Arc<dyn ControllerFactory>) -> &mut Self {
         self.controller = factory;
         self
@@ -215,7 +218,7 @@ impl Default for ConnectionConfig {
             idle_timeout: None,
             linger: Duration::from_secs(10),
             max_zero_window_probe_interval: Duration::from_secs(15),
-            controller: Arc::new(NewRenoConfig::default()),
+            controller: Arc::new(LedbatConfig::default()),
         }
     }
 }
@@ -275,15 +278,16 @@ impl EndpointConfig {
     }
 
     /// Most incoming connections whose peer has not yet proved its address (answered our
-    /// SYN-ACK) (default 512). When full, a new SYN evicts a random unverified entry (counted
-    /// in `EndpointStats::syn_evicted`), so a SYN flood cannot lock real clients out; 0
-    /// refuses every SYN.
+    /// SYN-ACK) (default 1024, about 2 MiB of state). When full, a new SYN evicts the oldest entry if it has had an
+    /// initial RTO to answer (counted in `EndpointStats::syn_evicted`), so a SYN flood cannot
+    /// lock real clients out; otherwise the SYN is dropped and its sender retries.
     pub fn syn_backlog(&mut self, n: usize) -> &mut Self {
         self.syn_backlog = n;
         self
     }
 
-    /// Whether incoming SYNs create connections (default true).
+    /// Whether incoming SYNs create connections (default true). When off, SYNs are answered
+    /// with `ST_RESET` (if [`reset_unknown`](Self::reset_unknown)), so initiators fail fast.
     pub fn accept_incoming(&mut self, on: bool) -> &mut Self {
         self.accept_incoming = on;
         self
@@ -323,7 +327,7 @@ impl Default for EndpointConfig {
         Self {
             connection: ConnectionConfig::default(),
             max_connections: 10_000,
-            syn_backlog: 512,
+            syn_backlog: 1024,
             accept_incoming: true,
             reset_unknown: true,
             max_resets_per_second: 100,

@@ -39,7 +39,7 @@ pub struct Endpoint {
     free_slots: Vec<usize>,
     live: usize,
     /// Slots of incoming connections whose peer has not answered the SYN-ACK yet.
-    unverified: Vec<usize>,
+    unverified: VecDeque<(Instant, usize)>,
     /// `(remote, our receive id)` to slot.
     by_id: BTreeMap<(SocketAddr, u16), usize>,
     /// Connections with a deadline, ordered by it.
@@ -80,7 +80,7 @@ pub struct EndpointStats {
     pub syn_refused: u64,
     /// SYNs dropped: `max_connections` reached.
     pub syn_dropped_connections: u64,
-    /// SYNs dropped: the SYN backlog is zero.
+    /// SYNs dropped: the SYN backlog was full of entries younger than an initial RTO.
     pub syn_dropped_backlog: u64,
     /// Unverified incoming connections evicted to make room for a new SYN.
     pub syn_evicted: u64,
@@ -167,7 +167,7 @@ impl Endpoint {
             connections: Vec::new(),
             free_slots: Vec::new(),
             live: 0,
-            unverified: Vec::new(),
+            unverified: VecDeque::new(),
             by_id: BTreeMap::new(),
             timers: BTreeSet::new(),
             armed: Vec::new(),
@@ -214,6 +214,12 @@ impl Endpoint {
     /// Whether the connection has ended (it may still hold unread bytes).
     pub fn is_closed(&self, ch: ConnectionHandle) -> bool {
         self.conn(ch).is_none_or(Connection::is_closed)
+    }
+
+    /// Accept incoming connections from now on, or stop: refused SYNs are answered with
+    /// `ST_RESET` so the initiator fails at once with `Refused`.
+    pub fn set_accept_incoming(&mut self, on: bool) {
+        self.config.accept_incoming = on;
     }
 
     /// Connections currently held, in any state.
@@ -363,7 +369,8 @@ impl Endpoint {
                 Some(slot) => {
                     if let Some(conn) = self.connections[slot].as_mut() {
                         conn.handle_packet(now, &packet);
-                        if conn.is_known_to_app() && self.unverified.contains(&slot) {
+                        if conn.is_known_to_app() && self.unverified.iter().any(|&(_, s)| s == slot)
+                        {
                             self.stats.connections_accepted += 1;
                         }
                     }
@@ -522,8 +529,8 @@ impl Endpoint {
         let deadline = conn.poll_timeout();
         let drained = conn.is_drained();
         if !conn.is_unverified() || drained {
-            if let Some(i) = self.unverified.iter().position(|&s| s == slot) {
-                self.unverified.swap_remove(i);
+            if let Some(i) = self.unverified.iter().position(|&(_, s)| s == slot) {
+                self.unverified.remove(i);
             }
         }
         if self.armed[slot] != deadline {
@@ -583,7 +590,9 @@ impl Endpoint {
             return;
         }
         if !self.config.accept_incoming {
+            // Say no at once rather than let the initiator retry for its whole SYN timeout.
             self.stats.syn_refused += 1;
+            self.reply_reset(now, remote, h);
             return;
         }
         if self.live >= self.config.max_connections {
@@ -591,14 +600,18 @@ impl Endpoint {
             return;
         }
         if self.unverified.len() >= self.config.syn_backlog {
-            // A flood fills the backlog; evicting a random entry, rather than refusing, lets
-            // a real client in while the flood lasts (its SYN-ACK answer arrives within an
-            // RTT, the evicted spoofed entries never answer).
-            if self.config.syn_backlog == 0 {
+            // A flood fills the backlog. The oldest entry goes if its peer had an initial RTO
+            // to answer our SYN-ACK and did not (a real client answers within an RTT; spoofed
+            // entries never do), so a real client gets in while a flood lasts. A younger
+            // entry is probably a real client in a burst: then the new SYN is dropped, and
+            // its sender retries.
+            let evictable = self.unverified.front().is_some_and(|&(created, _)| {
+                now.saturating_duration_since(created) >= self.config.connection.initial_rto
+            });
+            let Some((_, victim)) = self.unverified.front().copied().filter(|_| evictable) else {
                 self.stats.syn_dropped_backlog += 1;
                 return;
-            }
-            let victim = self.unverified[self.rng.next_u32() as usize % self.unverified.len()];
+            };
             self.stats.syn_evicted += 1;
             if let Some(conn) = self.connections[victim].as_mut() {
                 conn.abandon();
@@ -616,7 +629,7 @@ impl Endpoint {
         );
         conn.set_peer_is_libutp(packet.has_extension_bits());
         let ch = self.insert(conn);
-        self.unverified.push(ch.0);
+        self.unverified.push_back((now, ch.0));
         trace!(%remote, conn_id = h.connection_id, "SYN received");
         self.after(ch.0, now);
     }
@@ -666,6 +679,12 @@ impl Endpoint {
             return;
         }
         self.stats.unknown_connection += 1;
+        self.reply_reset(now, remote, h);
+    }
+
+    /// Answer `h` with `ST_RESET` (connection id as received, `ack_nr` = its `seq_nr`, like
+    /// libutp), within the reset rate limit.
+    fn reply_reset(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
         if !self.config.reset_unknown {
             return;
         }

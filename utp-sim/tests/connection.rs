@@ -569,3 +569,116 @@ fn acks_after_our_fin_carry_the_fin_number() {
     assert!(!after.is_empty(), "the client acked data after its FIN");
     assert!(after.iter().all(|&s| s == fin), "{after:?} vs FIN {fin}");
 }
+
+/// Deliver everything between two endpoints instantly until both are quiet, then jump to
+/// the next deadline; `steps` rounds at most.
+fn exchange(
+    a: &mut Endpoint,
+    a_addr: SocketAddr,
+    b: &mut Endpoint,
+    b_addr: SocketAddr,
+    mut now: Instant,
+    steps: usize,
+) -> Instant {
+    let mut buf = Vec::new();
+    for _ in 0..steps {
+        let mut busy = true;
+        while busy {
+            busy = false;
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                b.handle_datagram(now, a_addr, &buf[..t.len]);
+                busy = true;
+            }
+            while let Some(t) = b.poll_transmit(now, &mut buf) {
+                a.handle_datagram(now, b_addr, &buf[..t.len]);
+                busy = true;
+            }
+        }
+        match [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        {
+            Some(t) if t > now => now = t,
+            Some(_) => {}
+            None => break,
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    now
+}
+
+#[test]
+fn a_connect_burst_larger_than_the_backlog_all_connect() {
+    init_tracing();
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 20).expect("config");
+    let mut config = EndpointConfig::default();
+    // 300 SYNs at one instant into a backlog of 128: the SYNs that find it full are
+    // dropped (its entries are young, so probably real) and their senders' retries get in.
+    config.syn_backlog(128);
+    let mut server = Endpoint::new(config, start, 21).expect("config");
+    let handles: Vec<_> = (0..300)
+        .map(|_| client.connect(start, sa).expect("connect"))
+        .collect();
+    // Each client says something, so the server verifies it.
+    for &h in &handles {
+        client.write(h, b"hello").expect("write");
+    }
+    exchange(&mut client, ca, &mut server, sa, start, 200);
+    let (mut connected, mut incoming, mut failed) = (0, 0, 0);
+    while let Some((_, e)) = client.poll_event() {
+        match e {
+            Event::Connected => connected += 1,
+            Event::Closed { error: Some(_) } => failed += 1,
+            _ => {}
+        }
+    }
+    while let Some((_, e)) = server.poll_event() {
+        incoming += usize::from(matches!(e, Event::Incoming { .. }));
+    }
+    assert_eq!(
+        (connected, incoming, failed),
+        (300, 300, 0),
+        "{:?}",
+        server.stats()
+    );
+    assert!(
+        server.stats().syn_dropped_backlog > 0,
+        "the burst overflowed the backlog"
+    );
+    assert_eq!(
+        server.stats().syn_evicted,
+        0,
+        "young entries are never evicted"
+    );
+}
+
+#[test]
+fn refused_syn_fails_the_initiator_at_once() {
+    init_tracing();
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 22).expect("config");
+    let mut server = Endpoint::new(EndpointConfig::default(), start, 23).expect("config");
+    server.set_accept_incoming(false);
+    let h = client.connect(start, sa).expect("connect");
+    let end = exchange(&mut client, ca, &mut server, sa, start, 1);
+    let mut closed = None;
+    while let Some((ch, e)) = client.poll_event() {
+        if let Event::Closed { error } = e {
+            closed = Some((ch, error));
+        }
+    }
+    assert_eq!(closed, Some((h, Some(ConnectionError::Refused))));
+    assert_eq!(end, start, "no timer had to fire");
+    assert_eq!(server.stats().syn_refused, 1);
+}

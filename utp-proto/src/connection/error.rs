@@ -36,7 +36,7 @@ impl From<ConnectionError> for io::Error {
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
-    /// The send buffer is full; wait for [`Event::Writable`].
+    /// The send buffer is full; wait for [`Event::Writable`](crate::Event::Writable).
     #[error("send buffer full")]
     Blocked,
     /// The write side was shut down or the connection closed by the application.
@@ -54,7 +54,7 @@ pub enum WriteError {
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    /// Nothing to read yet; wait for [`Event::Readable`].
+    /// Nothing to read yet; wait for [`Event::Readable`](crate::Event::Readable).
     #[error("no data available")]
     Blocked,
     /// The connection ended before the peer finished its stream.

@@ -225,6 +225,9 @@ impl Connection {
         let mut newly_acked_fin = false;
         let probe = self.mtu.probe();
         let mut probe_acked = false;
+        // Send time of the newest packet known delivered (RACK, RFC 8985), from packets sent
+        // once: an ACK of a retransmitted packet may be for either copy.
+        let mut rack = self.rack_time;
 
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();
@@ -236,6 +239,7 @@ impl Connection {
                 if p.transmissions == 1 && p.status != Status::Sacked {
                     let s = now.saturating_duration_since(p.time_sent);
                     rtt_sample = Some(rtt_sample.map_or(s, |r: Duration| r.min(s)));
+                    rack = rack.max(Some(p.time_sent));
                 }
                 if p.kind == Kind::Fin {
                     newly_acked_fin = true;
@@ -283,6 +287,7 @@ impl Connection {
                 if p.transmissions == 1 {
                     let s = now.saturating_duration_since(p.time_sent);
                     rtt_sample = Some(rtt_sample.map_or(s, |r| r.min(s)));
+                    rack = rack.max(Some(p.time_sent));
                 }
                 self.send.set_status(seq, Status::Sacked);
                 probe_acked |= probe == Some(seq);
@@ -316,6 +321,22 @@ impl Connection {
                 lost.push(first);
             }
         }
+        // RACK: a packet sent a reordering window before one that was delivered is lost,
+        // whatever SACK can see. This catches lost retransmissions and holes beyond the
+        // 32-packet SACK mask, which otherwise wait for a timeout.
+        self.rack_time = rack;
+        if let Some(threshold) = rack.and_then(|t| t.checked_sub(self.reordering_window())) {
+            for (seq, p) in self.send.iter() {
+                if p.transmissions == 1 && p.time_sent >= threshold {
+                    break; // first transmissions go out in order: all later ones are newer
+                }
+                if p.status == Status::InFlight && p.time_sent < threshold && !lost.contains(&seq) {
+                    lost.push(seq);
+                }
+            }
+            let first = self.send.first_seq();
+            lost.sort_by_key(|s| first.distance_to(*s));
+        }
         if probe_acked
             && let Some(seq) = probe
             && self.mtu.on_acked(now, seq)
@@ -330,11 +351,15 @@ impl Connection {
             let mut congestion = false;
             for &seq in &lost {
                 self.send.set_status(seq, Status::Lost);
-                self.fast_resend_seq = seq.next();
+                if !seq.is_before(self.fast_resend_seq) {
+                    self.fast_resend_seq = seq.next();
+                }
                 // A lost probe says the path is smaller, not that it is congested.
                 congestion |= !self.mtu.on_lost(now, seq);
             }
-            self.fast_resends += lost.len() as u32;
+            // The first few go out at once, ignoring the window (fast retransmit); the rest
+            // as the window allows.
+            self.fast_resends += lost.len().min(MAX_FAST_RESENDS_PER_ACK) as u32;
             self.dup_acks = 0;
             if congestion {
                 self.congestion_event(

@@ -72,6 +72,8 @@ pub(crate) struct Connection {
     ack_now: bool,
     last_advertised: usize,
     dup_acks: u32,
+    /// Send time of the newest packet known delivered (RACK).
+    rack_time: Option<Instant>,
     /// Lowest sequence number that may still be fast-retransmitted.
     fast_resend_seq: SeqNr,
     /// Packets declared lost by dup ACKs or SACK, to resend ignoring the window.
@@ -233,6 +235,7 @@ impl Connection {
             ack_now: false,
             last_advertised: config.receive_window,
             dup_acks: 0,
+            rack_time: None,
             fast_resend_seq: isn,
             fast_resends: 0,
             recovery_end: None,
@@ -319,6 +322,13 @@ impl Connection {
     /// (LS:2619-2628), so it must see the FIN's own number, as BEP 29 says; libutp ignores
     /// the acks of a `ST_STATE` numbered like the FIN (UI:1887-1900), so it gets FIN + 1
     /// (PROTOCOL §10.1). We accept either from peers.
+    /// How much later than a delivered packet another may arrive before it counts as lost:
+    /// a quarter of the minimum RTT (RFC 8985 §6.2), at least a millisecond.
+    pub(super) fn reordering_window(&self) -> std::time::Duration {
+        const MIN: std::time::Duration = std::time::Duration::from_millis(1);
+        self.rtt.min().map_or(MIN, |m| (m / 4).max(MIN))
+    }
+
     pub(super) fn state_seq(&self) -> SeqNr {
         match self.fin_seq {
             Some(fin) if !self.peer_is_libutp => fin,

@@ -61,7 +61,11 @@ impl Connection {
         if let Some(t) = self.transmit_lost(now, buf) {
             return Some(t);
         }
-        if let Some(t) = self.transmit_new(now, buf) {
+        // A lost packet waiting for window room goes before new data: after the path MTU
+        // drops, lost packets are larger than new ones, which would take the room instead.
+        if self.send.first_lost().is_none()
+            && let Some(t) = self.transmit_new(now, buf)
+        {
             return Some(t);
         }
         if self.ack_due(now) || self.send_keepalive {
