@@ -16,6 +16,9 @@ use cpu_time::ProcessTime;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use utp_tokio::proto::congestion::{
+    ControllerFactory, LedbatConfig, LedbatPlusPlusConfig, NewRenoConfig,
+};
 use utp_tokio::{SocketConfig, UtpSocket};
 
 /// Loopback benchmark: uTP beside TCP and raw UDP, measured in the same run.
@@ -31,6 +34,9 @@ struct Args {
     /// Which adapter drives uTP.
     #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
     runtime: Runtime,
+    /// Congestion controller for uTP.
+    #[arg(long, value_enum, default_value_t = Controller::Ledbat)]
+    controller: Controller,
     /// Largest uTP packet (UDP payload) in bytes; default what a 1500-byte link carries.
     #[arg(long)]
     packet_size: Option<usize>,
@@ -50,6 +56,17 @@ struct Args {
     /// Debug logging on stderr (-dd for trace).
     #[arg(short = 'd', action = clap::ArgAction::Count)]
     debug: u8,
+}
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+enum Controller {
+    /// LEDBAT (RFC 6817) with slow start, 100 ms target: the default.
+    Ledbat,
+    /// LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus), 60 ms target.
+    #[value(name = "ledbat++")]
+    LedbatPlusPlus,
+    /// Loss-based NewReno, for comparison.
+    Newreno,
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
@@ -121,14 +138,20 @@ fn socket_config(args: &Args) -> SocketConfig {
     if let Some(p) = args.packet_size {
         config.connection_mut().packet_size(p);
     }
+    let controller: Arc<dyn ControllerFactory> = match args.controller {
+        Controller::Ledbat => Arc::new(LedbatConfig::default()),
+        Controller::LedbatPlusPlus => Arc::new(LedbatPlusPlusConfig::default()),
+        Controller::Newreno => Arc::new(NewRenoConfig::default()),
+    };
+    config.connection_mut().controller(controller);
     config
 }
 
 async fn run(args: &Args) -> io::Result<()> {
     let bytes = args.size << 20;
     println!(
-        "loopback, {} MiB, {} stream(s), runtime {:?}, socket buffers {} KiB",
-        args.size, args.streams, args.runtime, args.socket_buffer_kib
+        "loopback, {} MiB, {} stream(s), runtime {:?}, controller {:?}, socket buffers {} KiB",
+        args.size, args.streams, args.runtime, args.controller, args.socket_buffer_kib
     );
     let utp = utp_transfer(args, bytes).await?;
     let tcp = tcp_transfer(args, bytes).await?;
@@ -159,6 +182,7 @@ async fn run(args: &Args) -> io::Result<()> {
             "size_mib": args.size,
             "streams": args.streams,
             "runtime": format!("{:?}", args.runtime).to_lowercase(),
+            "controller": format!("{:?}", args.controller).to_lowercase(),
             "utp_mbps": utp.mbps(),
             "tcp_mbps": tcp.mbps(),
             "udp_mbps": udp.mbps(),
