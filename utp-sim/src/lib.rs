@@ -40,6 +40,7 @@
 //! [`Instant`]: std::time::Instant
 
 mod dumbbell;
+pub mod fuzz;
 mod link;
 mod pair;
 pub mod scenarios;

@@ -1,0 +1,4 @@
+//! `endpoint` fuzz target: see `utp_sim::fuzz::fuzz_endpoint`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| utp_sim::fuzz::fuzz_endpoint(data));
