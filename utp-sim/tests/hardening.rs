@@ -218,6 +218,18 @@ impl RawPeer {
 
 // ----- SYN flood ---------------------------------------------------------------------------
 
+/// Resident set size of this process in KiB (Linux), for the flood report.
+fn rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The `i`-th spoofed source: distinct address and port for every SYN.
 fn spoofed(i: u32) -> SocketAddr {
     let ip = Ipv4Addr::new(198, 18, (i / 50_000) as u8, (i / 250 % 200) as u8 + 1);
@@ -294,12 +306,16 @@ fn syn_flood_of_100k_stays_under_caps_and_a_real_client_transfers() {
     let link = LinkConfig::perfect().with_latency(ms(5));
     let mut pair = Pair::with_config(EndpointConfig::default(), server, link.clone(), link, 21);
     // 10 000 SYNs a second for 10 s; the real client connects 1 s in, mid-flood.
+    let rss_before = rss_kib();
     let (idle, peak, sent) = flood(&mut pair, SYNS, 10_000, Duration::from_secs(1));
+    let rss_after = rss_kib();
     let s = pair.server.endpoint.stats();
     let after = pair.server.endpoint.resource_usage();
+    // The process RSS includes both endpoints, the links, the 256 KiB streams, the test's
+    // own bookkeeping and any test running in parallel: run this test alone to read it.
     println!(
         "SYN flood of {SYNS}:\nidle  {idle:?}\npeak  {peak:?}\nafter {after:?}\n{s:?}\n\
-         transfer done at {:?}",
+         transfer done at {:?}; process RSS {rss_before:?} -> {rss_after:?} KiB",
         pair.elapsed()
     );
     assert!(peak.connections <= max_connections, "{peak:?}");
