@@ -86,6 +86,16 @@ pub struct EndpointStats {
     pub syn_evicted: u64,
     /// Duplicate SYNs answered with the same SYN-ACK.
     pub duplicate_syns: u64,
+    /// SYNs naming a live connection's id with another sequence number, dropped.
+    pub conflicting_syns: u64,
+    /// SYNs older than the end of the closed connection they opened (TIME-WAIT), dropped.
+    pub old_syns: u64,
+    /// Packets whose `ack_nr` names nothing we sent, ignored (all connections).
+    pub invalid_acks: u64,
+    /// Data dropped by a connection: too far ahead, no room in the window, past the FIN.
+    pub packets_dropped: u64,
+    /// Packets for a connection that already ended (not re-acknowledged), ignored.
+    pub closed_connection_packets: u64,
     /// Connections accepted (verified).
     pub connections_accepted: u64,
     /// Connections opened with `connect`.
@@ -368,7 +378,12 @@ impl Endpoint {
             _ => match self.by_id.get(&(remote, h.connection_id)).copied() {
                 Some(slot) => {
                     if let Some(conn) = self.connections[slot].as_mut() {
+                        let before = conn.drop_counters();
                         conn.handle_packet(now, &packet);
+                        let after = conn.drop_counters();
+                        self.stats.invalid_acks += after.0 - before.0;
+                        self.stats.packets_dropped += after.1 - before.1;
+                        self.stats.closed_connection_packets += after.2 - before.2;
                         if conn.is_known_to_app() && self.unverified.iter().any(|&(_, s)| s == slot)
                         {
                             self.stats.connections_accepted += 1;
@@ -585,8 +600,16 @@ impl Endpoint {
                 if conn.handle_syn(now, h) {
                     self.stats.duplicate_syns += 1;
                     self.after(slot, now);
+                } else {
+                    self.stats.conflicting_syns += 1;
                 }
             }
+            return;
+        }
+        if self.time_wait.is_old_syn(now, key, h.seq_nr) {
+            // A SYN delayed in the network that opened a connection which has since closed:
+            // it is older than that connection's end.
+            self.stats.old_syns += 1;
             return;
         }
         if !self.config.accept_incoming {
@@ -595,11 +618,8 @@ impl Endpoint {
             self.reply_reset(now, remote, h);
             return;
         }
-        if self.live >= self.config.max_connections {
-            self.stats.syn_dropped_connections += 1;
-            return;
-        }
-        if self.unverified.len() >= self.config.syn_backlog {
+        let table_full = self.live >= self.config.max_connections;
+        if table_full || self.unverified.len() >= self.config.syn_backlog {
             // A flood fills the backlog. The oldest entry goes if its peer had an initial RTO
             // to answer our SYN-ACK and did not (a real client answers within an RTT; spoofed
             // entries never do), so a real client gets in while a flood lasts. A younger
@@ -609,7 +629,11 @@ impl Endpoint {
                 now.saturating_duration_since(created) >= self.config.connection.initial_rto
             });
             let Some((_, victim)) = self.unverified.front().copied().filter(|_| evictable) else {
-                self.stats.syn_dropped_backlog += 1;
+                if table_full {
+                    self.stats.syn_dropped_connections += 1;
+                } else {
+                    self.stats.syn_dropped_backlog += 1;
+                }
                 return;
             };
             self.stats.syn_evicted += 1;
@@ -820,6 +844,12 @@ impl TimeWait {
         }
         self.entries.insert(key, (now, entry));
         self.order.push_back((now, key.0, key.1));
+    }
+
+    /// Whether a SYN for `key` (the acceptor's receive id) with `seq` is an old duplicate
+    /// of the closed connection remembered there: at or before that connection's final ack.
+    fn is_old_syn(&mut self, now: Instant, key: (SocketAddr, u16), seq: SeqNr) -> bool {
+        self.get(now, key).is_some_and(|e| !seq.is_after(e.ack_nr))
     }
 
     fn get(&mut self, now: Instant, key: (SocketAddr, u16)) -> Option<TimeWaitEntry> {

@@ -364,9 +364,6 @@ fn syn_flood_does_not_evict_a_handshaking_client() {
 }
 
 #[test]
-#[ignore = "core bug: when syn_backlog >= max_connections a SYN flood fills max_connections \
-            with unverified entries and every later SYN is dropped (syn_dropped_connections) \
-            instead of evicting one, so real clients are locked out"]
 fn syn_flood_cannot_lock_out_clients_when_max_connections_is_small() {
     init_tracing();
     let mut server_config = EndpointConfig::default();
@@ -388,7 +385,7 @@ fn syn_flood_cannot_lock_out_clients_when_max_connections_is_small() {
     }
     pair.start_transfer(AppConfig::bulk(10_000), AppConfig::bulk(10_000));
     pair.drive_until(100_000, |p| {
-        p.transfer_complete() || p.client.app.is_closed()
+        p.transfer_complete() || p.client.app.error().is_some()
     });
     assert_eq!(
         pair.client.app.error(),
@@ -396,7 +393,7 @@ fn syn_flood_cannot_lock_out_clients_when_max_connections_is_small() {
         "{:?}",
         pair.server.endpoint.stats()
     );
-    assert!(pair.transfer_complete());
+    assert!(pair.transfer_complete(), "{:?}", pair.server.endpoint.stats());
 }
 
 // ----- RST storms and forged ids -----------------------------------------------------------
@@ -847,8 +844,6 @@ fn endpoint_level_drops_are_counted() {
 }
 
 #[test]
-#[ignore = "core bug: these drops are counted nowhere in EndpointStats (some only in the \
-            per-connection stats, which vanish with the connection)"]
 fn connection_level_drops_are_counted_in_endpoint_stats() {
     init_tracing();
     let mut missing = Vec::new();
@@ -906,10 +901,6 @@ fn connection_level_drops_are_counted_in_endpoint_stats() {
 // ----- old duplicates ----------------------------------------------------------------------
 
 #[test]
-#[ignore = "core bug: a SYN matching a TIME-WAIT entry (same remote and id, seq_nr at or \
-            before the final ack) opens a new connection instead of being dropped as an old \
-            duplicate; a stale ACK can then verify it and the application gets a phantom \
-            Incoming (found by the pair fuzz target)"]
 fn old_duplicate_syn_after_close_is_not_a_new_connection() {
     init_tracing();
     let mut p = RawPeer::accept(EndpointConfig::default());

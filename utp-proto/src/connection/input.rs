@@ -89,6 +89,8 @@ impl Connection {
             // Our acknowledgement of the peer's last packets was lost: say it again.
             if self.both_finished && h.packet_type != PacketType::State {
                 self.ack_now = true;
+            } else {
+                self.closed_packets += 1;
             }
             return;
         }

@@ -114,6 +114,8 @@ pub(crate) struct Connection {
     write_blocked: bool,
     /// Both FINs were sent and acknowledged: a retransmission from the peer is re-acked.
     both_finished: bool,
+    /// Packets that arrived after the connection ended and were not re-acknowledged.
+    closed_packets: u64,
     events: VecDeque<Event>,
     stats: ConnectionStats,
     last_sent: Instant,
@@ -263,6 +265,7 @@ impl Connection {
             readable_signalled: false,
             write_blocked: false,
             both_finished: false,
+            closed_packets: 0,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
             last_sent: now,
@@ -339,6 +342,12 @@ impl Connection {
     /// Whether the peer's SYN or SYN-ACK carried libutp's extension-bits record.
     pub(crate) fn set_peer_is_libutp(&mut self, libutp: bool) {
         self.peer_is_libutp = libutp;
+    }
+
+    /// Cumulative `(invalid acks, dropped data packets, packets after the end)`, for the
+    /// endpoint's totals.
+    pub(crate) fn drop_counters(&self) -> (u64, u64, u64) {
+        (self.stats.invalid_acks, self.stats.dropped_packets, self.closed_packets)
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
