@@ -393,7 +393,11 @@ fn syn_flood_cannot_lock_out_clients_when_max_connections_is_small() {
         "{:?}",
         pair.server.endpoint.stats()
     );
-    assert!(pair.transfer_complete(), "{:?}", pair.server.endpoint.stats());
+    assert!(
+        pair.transfer_complete(),
+        "{:?}",
+        pair.server.endpoint.stats()
+    );
 }
 
 // ----- RST storms and forged ids -----------------------------------------------------------

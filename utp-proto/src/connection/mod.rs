@@ -347,7 +347,11 @@ impl Connection {
     /// Cumulative `(invalid acks, dropped data packets, packets after the end)`, for the
     /// endpoint's totals.
     pub(crate) fn drop_counters(&self) -> (u64, u64, u64) {
-        (self.stats.invalid_acks, self.stats.dropped_packets, self.closed_packets)
+        (
+            self.stats.invalid_acks,
+            self.stats.dropped_packets,
+            self.closed_packets,
+        )
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
