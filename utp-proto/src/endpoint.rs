@@ -74,6 +74,10 @@ pub struct EndpointStats {
     pub resets_suppressed: u64,
     /// Retransmissions for recently closed connections answered with their final ACK.
     pub time_wait_acks: u64,
+    /// Such answers not sent because the reply queue was full.
+    pub time_wait_acks_suppressed: u64,
+    /// Acknowledgements for recently closed connections, which need no answer.
+    pub time_wait_ignored: u64,
     /// `ST_RESET` received that matched no connection or failed validation.
     pub resets_ignored: u64,
     /// SYNs dropped: incoming connections are disabled.
@@ -687,7 +691,12 @@ impl Endpoint {
     /// gracefully a moment ago, else answer with a rate-limited reset, like libutp.
     fn handle_stray(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
         if let Some(tw) = self.time_wait.get(now, (remote, h.connection_id)) {
-            if h.packet_type != PacketType::State && self.stray_replies.len() < MAX_STRAY_REPLIES {
+            if h.packet_type == PacketType::State {
+                // An acknowledgement needs no answer.
+                self.stats.time_wait_ignored += 1;
+            } else if self.stray_replies.len() >= MAX_STRAY_REPLIES {
+                self.stats.time_wait_acks_suppressed += 1;
+            } else {
                 self.stats.time_wait_acks += 1;
                 let ack = Header {
                     packet_type: PacketType::State,

@@ -934,9 +934,6 @@ fn old_duplicate_syn_after_close_is_not_a_new_connection() {
 }
 
 #[test]
-#[ignore = "core bug: in TIME-WAIT (Endpoint::handle_stray), an ST_STATE for the closed \
-            connection, and a retransmission whose final-ACK reply does not fit the stray-reply \
-            queue, are dropped without any EndpointStats counter"]
 fn time_wait_drops_are_counted() {
     init_tracing();
     let mut p = RawPeer::accept(EndpointConfig::default());
