@@ -226,6 +226,23 @@ pub fn bind_udp(addr: SocketAddr, config: &SocketConfig) -> io::Result<std::net:
     Ok(socket.into())
 }
 
+/// [`bind_udp`] on each address in turn; the first that binds wins, else the last error.
+/// Adapters resolve host names their own way and hand the addresses here.
+pub fn bind_udp_first(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    config: &SocketConfig,
+) -> io::Result<std::net::UdpSocket> {
+    let mut last = None;
+    for addr in addrs {
+        match bind_udp(addr, config) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +274,19 @@ mod tests {
             assert_eq!(ipv6_mtu_discover(&v6).unwrap(), Ipv6PathMtuDiscovery::PROBE);
             assert_eq!(ip_mtu_discover(&v6).unwrap(), Ipv4PathMtuDiscovery::PROBE);
         }
+    }
+
+    #[test]
+    fn bind_first_skips_addresses_that_fail() {
+        let config = SocketConfig::default();
+        let taken = bind_udp("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let addrs = [taken.local_addr().unwrap(), "127.0.0.1:0".parse().unwrap()];
+        let socket = bind_udp_first(addrs, &config).unwrap();
+        assert_ne!(socket.local_addr().unwrap(), addrs[0]);
+        let err = bind_udp_first([addrs[0]], &config).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let err = bind_udp_first([], &config).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

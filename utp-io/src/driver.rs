@@ -249,10 +249,11 @@ impl Future for Driver {
             // Transmitting can free connections (a reset sent) and so emit events.
             state.process_events(now);
         }
-        if state.is_finished() && this.queued == 0 {
-            debug!("uTP driver finished");
-            this.finished = true;
-            return Poll::Ready(());
+        // Nothing can use the socket any more; the driver ends once what it collected (the
+        // final ACKs of the last connections) has gone out.
+        let finished = state.is_finished();
+        if finished && this.queued == 0 {
+            return this.finish();
         }
         let deadline = match (state.endpoint.poll_timeout(), state.lingering.first()) {
             (Some(a), Some(&(b, _))) => Some(a.min(b)),
@@ -261,6 +262,10 @@ impl Future for Driver {
         drop(state);
 
         this.flush(cx);
+        if finished && this.queued == 0 {
+            // Those were the last datagrams: nothing will wake the driver again.
+            return this.finish();
+        }
         if !this.io.too_big.is_empty() {
             more = true; // the endpoint hears about it at the next run
         }
@@ -287,6 +292,14 @@ impl Future for Driver {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+impl Driver {
+    fn finish(&mut self) -> Poll<()> {
+        debug!("uTP driver finished");
+        self.finished = true;
+        Poll::Ready(())
     }
 }
 

@@ -15,6 +15,9 @@
 //! - **Shared state** behind one `Mutex` that is never held across a suspension point:
 //!   the endpoint, the wakers of blocked readers, writers, acceptors and connectors, and
 //!   bounded queues for datagrams that are not uTP (port sharing with a DHT).
+//! - **The adapters' shared surface**: [`stream_accessors!`], [`socket_accessors!`] and
+//!   [`async_socket_methods!`] expand to the methods (and docs) every adapter's `UtpStream`
+//!   and `UtpSocket` have in common.
 //! - **Stream poll functions** ([`Stream::poll_read`], [`Stream::poll_write`],
 //!   [`Stream::poll_flush`], [`Stream::poll_shutdown`]) and close-on-drop, with protocol
 //!   errors mapped to [`std::io::ErrorKind`]s.
@@ -122,13 +125,18 @@
 
 mod config;
 mod driver;
+mod glue;
 mod runtime;
 mod shared;
 mod socket;
 mod stream;
 
-pub use config::{SocketConfig, SocketHook, bind_udp, configure_socket};
+pub use config::{SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket};
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use shared::SocketStats;
 pub use socket::{Connecting, Socket};
 pub use stream::Stream;
+
+/// For the adapter macros' expansions in adapter crates.
+#[doc(hidden)]
+pub use utp_proto as __proto;

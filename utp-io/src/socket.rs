@@ -117,6 +117,24 @@ impl Socket {
         })
     }
 
+    /// Wait for the next incoming connection and its peer's address (a future over
+    /// [`poll_accept`](Self::poll_accept), cancel-safe).
+    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// Wait for the next datagram that was not uTP (a future over
+    /// [`poll_recv_datagram`](Self::poll_recv_datagram), cancel-safe).
+    pub async fn recv_datagram(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_recv_datagram(cx, buf)).await
+    }
+
+    /// Queue a raw datagram, waiting while the queue is full (a future over
+    /// [`poll_send_datagram`](Self::poll_send_datagram)).
+    pub async fn send_datagram(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_send_datagram(cx, buf, target)).await
+    }
+
     /// Take the next incoming connection, or register `cx` to be woken when one arrives.
     /// Fails once the socket is closed.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, SocketAddr)>> {

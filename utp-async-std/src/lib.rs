@@ -1,0 +1,83 @@
+//! Micro Transport Protocol (uTP, [BEP 29]) for async-std and smol.
+//!
+//! A [`UtpSocket`] owns one UDP socket, one [`utp_proto::Endpoint`] for every connection on
+//! it, and one driver; [`UtpStream`] is a connection with futures-io's `AsyncRead` and
+//! `AsyncWrite`. The crate is built on [`async-io`] (socket readiness and timers) and
+//! [`futures-io`] only, so it runs under async-std, smol or any other executor, and needs no
+//! runtime set up beforehand. The driver and stream logic live in `utp-io` and are shared
+//! with the tokio and blocking adapters; this crate is the glue.
+//!
+//! ```
+//! use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+//! use utp_async_std::{SocketConfig, UtpSocket};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! async_std::task::block_on(async {
+//!     let mut config = SocketConfig::default();
+//!     config.connection_mut().send_buffer(2 << 20);
+//!     let server = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+//!     let client = UtpSocket::bind("127.0.0.1:0").await?;
+//!
+//!     let addr = server.local_addr()?;
+//!     let upload = async_std::task::spawn(async move {
+//!         let mut stream = client.connect(addr).await?;
+//!         stream.write_all(&vec![7u8; 100_000]).await?;
+//!         Ok::<_, std::io::Error>(()) // dropping the stream closes it gracefully
+//!     });
+//!
+//!     let (mut stream, peer) = server.accept().await?;
+//!     let mut data = Vec::new();
+//!     stream.read_to_end(&mut data).await?;
+//!     assert_eq!(data.len(), 100_000);
+//!     println!("{} bytes from {peer}, rtt {:?}", data.len(), stream.stats().unwrap().rtt);
+//!     upload.await
+//! })
+//! # }
+//! ```
+//!
+//! # The driver
+//!
+//! Each socket's driver runs on a thread of its own (named `utp-drv-<port>`) under
+//! `async_io::block_on`. It sleeps in async-io's reactor until a datagram, a protocol
+//! deadline or an application call needs it, so an idle socket costs no CPU; the thread ends
+//! once the socket and every stream on it are gone and their connections are closed. This
+//! keeps the crate independent of any executor's internals: the same code works under
+//! `async_std::task::block_on`, `smol::block_on` and executors that have no global spawner.
+//!
+//! # Streams
+//!
+//! [`UtpStream`] is `Clone` (clones share the connection) and implements the traits for
+//! `&UtpStream` as well, so a reader and a writer can run in different tasks;
+//! `futures_util::io::split` works too. `close` (futures-io's `poll_close`) is a
+//! half-close: it sends a FIN after everything written, and reading goes on until the peer's
+//! FIN. Dropping the last clone closes the connection gracefully in the background.
+//!
+//! # Port sharing
+//!
+//! BitTorrent clients run the DHT and uTP on one port. Datagrams that do not parse as uTP
+//! reach [`UtpSocket::recv_from`] through a bounded queue, and [`UtpSocket::send_to`] sends
+//! raw datagrams from the same socket.
+//!
+//! # Errors
+//!
+//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
+//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions `TimedOut`, use
+//! after [`UtpStream::reset`] `ConnectionAborted`, writes after `close` `BrokenPipe`,
+//! `accept` or `connect` on a closed socket `NotConnected`, and a connect to an unspecified
+//! or multicast address `InvalidInput`.
+//!
+//! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
+//! [`async-io`]: https://docs.rs/async-io
+//! [`futures-io`]: https://docs.rs/futures-io
+
+mod runtime;
+mod socket;
+mod stream;
+
+pub use socket::UtpSocket;
+pub use stream::UtpStream;
+pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_proto::{
+    self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
+    EndpointStats,
+};

@@ -1,0 +1,112 @@
+//! async-io glue for `utp_io`'s runtime traits: `async_io::Timer` for the driver's timer,
+//! `async_io::Async<UdpSocket>` for socket readiness, and a dedicated thread for the driver.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::Instant;
+
+use async_io::{Async, Timer};
+use tracing::warn;
+use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
+
+/// Runs each socket's driver on a thread of its own under `async_io::block_on`.
+///
+/// Why not the application's executor: async-std's is internal to a discontinued crate, smol
+/// has none that is global unless the application sets one up, and a library that needs the
+/// caller to run an executor for it breaks under `smol::block_on` alone. A thread that only
+/// waits in async-io's reactor (epoll/kqueue) costs no CPU while idle, needs no set-up, and
+/// works the same under `async_std::task::block_on`, `smol::block_on` or any other executor,
+/// since wakers cross threads.
+#[derive(Debug)]
+pub(crate) struct AsyncIoRuntime {
+    /// The socket's port, for the thread's name.
+    pub(crate) port: u16,
+}
+
+impl Runtime for AsyncIoRuntime {
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(IoTimer(Timer::at(deadline)))
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let spawned = thread::Builder::new()
+            .name(format!("utp-drv-{}", self.port))
+            .spawn(move || async_io::block_on(future));
+        if let Err(e) = spawned {
+            // The future was dropped with the closure: the driver reports itself stopped and
+            // every call on the socket fails with that error.
+            warn!(error = %e, "cannot start the uTP driver thread");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IoTimer(Timer);
+
+impl AsyncTimer for IoTimer {
+    fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+        self.0.set_at(deadline);
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
+
+/// A UDP socket registered with async-io's reactor; only the driver polls it.
+#[derive(Debug)]
+pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>);
+
+impl AsyncUdpSocket for IoUdp {
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let socket = &self.0;
+        try_until_ready(
+            || socket.get_ref().recv_from(buf),
+            || socket.poll_readable(cx),
+        )
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.0;
+        try_until_ready(
+            || socket.get_ref().send_to(buf, target),
+            || socket.poll_writable(cx),
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}
+
+/// async-io's readiness pattern: try the non-blocking call; on `WouldBlock` ask the reactor,
+/// which either registers the waker (`Pending`) or says readiness arrived meanwhile (retry).
+fn try_until_ready<T>(
+    mut op: impl FnMut() -> io::Result<T>,
+    mut ready: impl FnMut() -> Poll<io::Result<()>>,
+) -> Poll<io::Result<T>> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            result => return Poll::Ready(result),
+        }
+        match ready() {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! [`UtpSocket`].
+
+use std::io;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+
+use async_io::Async;
+use utp_io::{Socket, SocketConfig};
+
+use crate::UtpStream;
+use crate::runtime::{AsyncIoRuntime, IoUdp};
+
+/// A uTP socket: one UDP socket, one protocol endpoint for all its connections, and one
+/// driver (on a thread of its own, see the [crate docs](crate#the-driver)).
+///
+/// It both connects and accepts. Datagrams that are not uTP (a DHT or tracker sharing the
+/// port) go to [`recv_from`](Self::recv_from), and [`send_to`](Self::send_to) sends raw
+/// datagrams from the same port. Cloning is cheap and shares everything; when the last clone
+/// is dropped the socket stops accepting, and the driver ends once every stream is closed.
+///
+/// ```
+/// use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+/// use utp_async_std::UtpSocket;
+///
+/// # fn main() -> std::io::Result<()> { smol::block_on(async {
+/// let server = UtpSocket::bind("127.0.0.1:0").await?;
+/// let client = UtpSocket::bind("127.0.0.1:0").await?;
+/// let addr = server.local_addr()?;
+/// let echo = smol::spawn(async move {
+///     let (mut stream, _peer) = server.accept().await?;
+///     let mut buf = Vec::new();
+///     stream.read_to_end(&mut buf).await?; // until the client's FIN
+///     stream.write_all(&buf).await?; // echo
+///     stream.close().await // FIN
+/// });
+///
+/// let mut stream = client.connect(addr).await?;
+/// stream.write_all(b"ping").await?;
+/// stream.close().await?; // half-close: we can still read
+/// let mut reply = Vec::new();
+/// stream.read_to_end(&mut reply).await?;
+/// assert_eq!(reply, b"ping");
+/// echo.await
+/// # }) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct UtpSocket {
+    inner: Socket,
+}
+
+impl UtpSocket {
+    /// Bind to `addr` with the default [`SocketConfig`]. `[::]` binds dual-stack: IPv4 peers
+    /// work too. A host name is resolved with `std`, which blocks: pass an IP address from
+    /// async code.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::bind_with_config(addr, SocketConfig::default()).await
+    }
+
+    /// Bind to the first address `addr` resolves to that works.
+    pub async fn bind_with_config(
+        addr: impl ToSocketAddrs,
+        config: SocketConfig,
+    ) -> io::Result<Self> {
+        let socket = utp_io::bind_udp_first(addr.to_socket_addrs()?, &config)?;
+        Self::from_std(socket, config)
+    }
+
+    /// Use a UDP socket the caller bound already. It is made non-blocking and its buffers are
+    /// sized per `config`. Needs no runtime: async-io's reactor starts on first use.
+    pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
+        utp_io::configure_socket((&socket).into(), &config)?;
+        let runtime = AsyncIoRuntime {
+            port: socket.local_addr()?.port(),
+        };
+        let udp = IoUdp(Async::new(socket)?);
+        let inner = Socket::new(Arc::new(runtime), Arc::new(udp), config)?;
+        Ok(Self { inner })
+    }
+
+    utp_io::async_socket_methods!(inner, UtpStream);
+
+    utp_io::socket_accessors!(inner);
+}

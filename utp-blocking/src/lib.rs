@@ -1,0 +1,81 @@
+//! Micro Transport Protocol (uTP, [BEP 29]) with plain threads: std's [`Read`](std::io::Read)
+//! and [`Write`](std::io::Write), no async runtime.
+//!
+//! A [`UtpSocket`] owns one UDP socket, one [`utp_proto::Endpoint`] for every connection on
+//! it, and one driver thread; [`UtpStream`] is a connection that reads and writes like a
+//! `TcpStream`. The driver and stream logic live in `utp-io` and are shared with the tokio
+//! and async-std/smol adapters; this crate is the glue.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::thread;
+//! use std::time::Duration;
+//!
+//! use utp_blocking::{SocketConfig, UtpSocket};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut config = SocketConfig::default();
+//! config.connection_mut().send_buffer(2 << 20);
+//! let server = UtpSocket::bind_with_config("127.0.0.1:0", config)?;
+//! let client = UtpSocket::bind("127.0.0.1:0")?;
+//!
+//! let addr = server.local_addr()?;
+//! let upload = thread::spawn(move || {
+//!     let mut stream = client.connect_timeout(addr, Duration::from_secs(5))?;
+//!     stream.write_all(&vec![7u8; 100_000])
+//!     // dropping the stream closes it gracefully
+//! });
+//!
+//! let (mut stream, peer) = server.accept()?;
+//! stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+//! let mut data = Vec::new();
+//! stream.read_to_end(&mut data)?;
+//! assert_eq!(data.len(), 100_000);
+//! println!("{} bytes from {peer}, rtt {:?}", data.len(), stream.stats().unwrap().rtt);
+//! upload.join().unwrap()
+//! # }
+//! ```
+//!
+//! # The driver thread
+//!
+//! Each socket has one thread (named `utp-drv-<port>`) that runs `utp-io`'s driver. Between
+//! runs it sleeps in a blocking `recv_from` whose read timeout is the protocol's next
+//! deadline, so it never busy-waits: an idle connection costs one wake-up per keep-alive.
+//! Application calls that give the driver work (a write, a read that opens the receive
+//! window, a close) wake it with an empty datagram from a private loopback socket, which
+//! the driver recognises by its sender and drops. The thread ends once the socket and every
+//! stream on it are gone and their connections are closed.
+//!
+//! Streams block the calling thread on a waker that unparks it, so any number of threads
+//! can each drive their own streams.
+//!
+//! # Port sharing
+//!
+//! BitTorrent clients run the DHT and uTP on one port. Datagrams that do not parse as uTP
+//! reach [`UtpSocket::recv_from`] through a bounded queue, and [`UtpSocket::send_to`] sends
+//! raw datagrams from the same socket.
+//!
+//! # Errors
+//!
+//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
+//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions or a
+//! [`connect_timeout`](UtpSocket::connect_timeout) that passed `TimedOut`, use after
+//! [`UtpStream::reset`] `ConnectionAborted`, writes after `shutdown(Write)` `BrokenPipe`,
+//! `accept` or `connect` on a closed socket `NotConnected`, a connect to an unspecified or
+//! multicast address `InvalidInput`, and a read or write timeout `WouldBlock` (Unix) or
+//! `TimedOut` (Windows), as with std's sockets.
+//!
+//! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
+
+mod driver;
+mod socket;
+mod stream;
+mod wait;
+
+pub use socket::UtpSocket;
+pub use stream::UtpStream;
+pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_proto::{
+    self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
+    EndpointStats,
+};

@@ -1,0 +1,136 @@
+//! [`UtpSocket`].
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::time::Duration;
+
+use utp_io::{Socket, SocketConfig};
+
+use crate::UtpStream;
+use crate::driver::ThreadRuntime;
+use crate::wait::{check_timeout, wait};
+
+/// A uTP socket: one UDP socket, one protocol endpoint for all its connections, and one
+/// driver thread.
+///
+/// It both connects and accepts, like a `TcpListener` and a connector in one. Datagrams that
+/// are not uTP (a DHT or tracker sharing the port) go to [`recv_from`](Self::recv_from), and
+/// [`send_to`](Self::send_to) sends raw datagrams from the same port. Cloning is cheap and
+/// shares everything (pass clones to threads); when the last clone is dropped the socket
+/// stops accepting, and the driver thread ends once every stream is closed.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::Shutdown;
+/// use utp_blocking::UtpSocket;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let server = UtpSocket::bind("127.0.0.1:0")?;
+/// let client = UtpSocket::bind("127.0.0.1:0")?;
+/// let addr = server.local_addr()?;
+/// let echo = std::thread::spawn(move || {
+///     let (mut stream, _peer) = server.accept()?;
+///     let mut buf = Vec::new();
+///     stream.read_to_end(&mut buf)?; // until the client's FIN
+///     stream.write_all(&buf) // echo; dropping the stream sends our FIN
+/// });
+///
+/// let mut stream = client.connect(addr)?;
+/// stream.write_all(b"ping")?;
+/// stream.shutdown(Shutdown::Write)?; // half-close: we can still read
+/// let mut reply = Vec::new();
+/// stream.read_to_end(&mut reply)?;
+/// assert_eq!(reply, b"ping");
+/// echo.join().unwrap()
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct UtpSocket {
+    inner: Socket,
+}
+
+impl UtpSocket {
+    /// Bind to `addr` with the default [`SocketConfig`] and start the driver thread. `[::]`
+    /// binds dual-stack: IPv4 peers work too.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::bind_with_config(addr, SocketConfig::default())
+    }
+
+    /// Bind to the first address `addr` resolves to that works.
+    pub fn bind_with_config(addr: impl ToSocketAddrs, config: SocketConfig) -> io::Result<Self> {
+        let socket = utp_io::bind_udp_first(addr.to_socket_addrs()?, &config)?;
+        Self::from_std(socket, config)
+    }
+
+    /// Use a UDP socket the caller bound already. Its buffers are sized per `config`; the
+    /// driver thread owns it from now on.
+    pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
+        utp_io::configure_socket((&socket).into(), &config)?;
+        let (runtime, udp) = ThreadRuntime::new(socket)?;
+        let inner = Socket::new(runtime, udp, config)?;
+        Ok(Self { inner })
+    }
+
+    /// Open a connection to `remote`, waiting for the handshake. Fails with `InvalidInput`
+    /// for an unspecified or multicast address, `ConnectionRefused` if the peer answers with
+    /// a reset, `TimedOut` if it never answers (after
+    /// [`ConnectionConfig::max_syn_retransmits`](utp_proto::ConnectionConfig::max_syn_retransmits)).
+    pub fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
+        self.connect_within(remote, None)
+    }
+
+    /// [`connect`](Self::connect), giving up with `TimedOut` after `timeout` (like
+    /// `TcpStream::connect_timeout`; a zero timeout is `InvalidInput`). The abandoned attempt
+    /// is reset.
+    pub fn connect_timeout(&self, remote: SocketAddr, timeout: Duration) -> io::Result<UtpStream> {
+        check_timeout(Some(timeout))?;
+        self.connect_within(remote, Some(timeout))
+    }
+
+    fn connect_within(
+        &self,
+        remote: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> io::Result<UtpStream> {
+        let mut connecting = self.inner.connect(remote)?;
+        let stream = wait(timeout, |cx| Pin::new(&mut connecting).poll(cx)).map_err(|e| {
+            match e.kind() {
+                // The wait's own timeout is `WouldBlock` on Unix; connect says `TimedOut`.
+                io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, e),
+                _ => e,
+            }
+        })?;
+        Ok(UtpStream::new(stream))
+    }
+
+    /// Wait for the next incoming connection and its peer's address. Fails with
+    /// `NotConnected` once the socket is [`close`](Self::close)d.
+    pub fn accept(&self) -> io::Result<(UtpStream, SocketAddr)> {
+        let (stream, remote) = wait(None, |cx| self.inner.poll_accept(cx))?;
+        Ok((UtpStream::new(stream), remote))
+    }
+
+    /// An iterator over incoming connections, like `TcpListener::incoming`: each item is
+    /// [`accept`](Self::accept)'s result without the address. It never ends by itself; after
+    /// [`close`](Self::close) every item is an error.
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UtpStream>> + '_ {
+        std::iter::repeat_with(|| self.accept().map(|(stream, _)| stream))
+    }
+
+    /// Receive the next datagram that was not uTP (DHT, tracker replies), truncated to
+    /// `buf`'s length. Up to [`SocketConfig::datagram_queue`] wait here; more are dropped and
+    /// counted in [`SocketStats::raw_dropped`](crate::SocketStats::raw_dropped).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        wait(None, |cx| self.inner.poll_recv_datagram(cx, buf))
+    }
+
+    /// Send a raw datagram from the uTP socket's port, in order with uTP traffic. Returns once
+    /// it is queued for the driver (waiting while the queue is full).
+    pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        wait(None, |cx| self.inner.poll_send_datagram(cx, buf, target))
+    }
+
+    utp_io::socket_accessors!(inner);
+}
