@@ -56,6 +56,8 @@ pub struct AppConfig {
     /// Close once the peer finished and everything was written (default true via
     /// [`AppConfig::bulk`]).
     pub close_when_done: bool,
+    /// Send our FIN only after the peer's arrived (the peer closes first).
+    pub finish_after_peer: bool,
 }
 
 impl AppConfig {
@@ -66,6 +68,7 @@ impl AppConfig {
             send: bytes,
             read_budget: None,
             close_when_done: true,
+            finish_after_peer: false,
         }
     }
 
@@ -206,6 +209,8 @@ impl App {
         if self.closed {
             return;
         }
+        // Read first, so an application that finishes after its peer does so at once.
+        self.read(ep, now, ch);
         if self.connected {
             while self.written < self.config.send {
                 if self.written >= self.chunk_start + self.chunk.len() {
@@ -220,12 +225,14 @@ impl App {
                     Err(_) => return,
                 }
             }
-            if self.written == self.config.send && !self.shut_down {
+            if self.written == self.config.send
+                && !self.shut_down
+                && (!self.config.finish_after_peer || self.eof)
+            {
                 self.shut_down = true;
                 ep.shutdown(ch, now);
             }
         }
-        self.read(ep, now, ch);
         if self.eof && self.shut_down && self.config.close_when_done && !self.closed {
             self.closed = true;
             ep.close(ch, now);

@@ -682,3 +682,42 @@ fn refused_syn_fails_the_initiator_at_once() {
     assert_eq!(end, start, "no timer had to fire");
     assert_eq!(server.stats().syn_refused, 1);
 }
+
+#[test]
+fn our_fin_carries_the_ack_of_the_peers_fin() {
+    init_tracing();
+    // The server finishes first; the client closes as soon as it reads EOF. Its FIN must be
+    // the packet that acknowledges the server's FIN (libtorrent frees its socket once its FIN
+    // is acknowledged, and would never hear a FIN sent after a separate ACK).
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 16);
+    let server_fin = Rc::new(RefCell::new(None::<SeqNr>));
+    let acks_of_fin: Rc<RefCell<Vec<PacketType>>> = Rc::default();
+    let (f2, a2) = (server_fin.clone(), acks_of_fin.clone());
+    pair.set_filter(move |dir, _, bytes| {
+        let p = Packet::parse(bytes).expect("valid");
+        let h = p.header();
+        match dir {
+            Direction::ServerToClient if h.packet_type == PacketType::Fin => {
+                *f2.borrow_mut() = Some(h.seq_nr);
+            }
+            Direction::ClientToServer if Some(h.ack_nr) == *f2.borrow() => {
+                a2.borrow_mut().push(h.packet_type);
+            }
+            _ => {}
+        }
+        Verdict::Pass
+    });
+    let client = AppConfig {
+        finish_after_peer: true,
+        ..AppConfig::bulk(5_000)
+    };
+    pair.start_transfer(client, AppConfig::bulk(20_000));
+    pair.drive_bounded(100_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let acks = acks_of_fin.borrow();
+    assert_eq!(
+        acks.first(),
+        Some(&PacketType::Fin),
+        "first ack of the server's FIN: {acks:?}"
+    );
+}

@@ -152,7 +152,6 @@ impl Connection {
                 // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
                 let result = self.recv.insert(h.seq_nr, &[], true);
                 self.on_inserted(result);
-                self.ack_now = true;
             }
             _ => {}
         }
@@ -186,8 +185,11 @@ impl Connection {
             }
         }
         if self.recv.fin_reached() && !self.peer_finished_signalled {
+            // The FIN is acknowledged like data: after the short delayed-ACK wait, or at
+            // once when it filled a hole. An application that closes on EOF then sends its
+            // own FIN in time to carry that acknowledgement, and libtorrent, which frees its
+            // socket as soon as its FIN is acknowledged, still hears our FIN (PROTOCOL §2.2).
             self.peer_finished_signalled = true;
-            self.ack_now = true;
             if self.state != State::SynReceived {
                 self.events.push_back(Event::PeerFinished);
                 self.signal_readable();

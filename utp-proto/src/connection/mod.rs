@@ -496,6 +496,10 @@ impl Connection {
         }
         if self.recv.fin_reached() {
             self.both_finished = true;
+            // The peer's last packets are acknowledged before the state goes away.
+            if self.unacked_packets > 0 {
+                self.ack_now = true;
+            }
             self.enter_closed(None);
         } else if self.released {
             self.start_linger(now);
@@ -600,6 +604,13 @@ impl Connection {
                     .iter()
                     .find(|(_, p)| p.status == Status::InFlight)
                     .map(|(s, p)| (s, p.len));
+                debug!(
+                    remote = %self.remote,
+                    oldest = ?oldest,
+                    in_flight = self.send.in_flight_packets(),
+                    rto = ?self.rtt.rto(),
+                    "retransmission timeout"
+                );
                 if let Some((seq, len)) = oldest {
                     if self.send.in_flight_packets() == 1 && self.mtu.on_lost(now, seq) {
                         // Only the probe was out: the path is smaller, nothing is congested
@@ -615,6 +626,19 @@ impl Connection {
                 }
                 self.consecutive_timeouts += 1;
                 self.stats.timeouts += 1;
+                if self.consecutive_timeouts > self.config.max_retransmits
+                    && self.recv.fin_reached()
+                    && self.only_fin_outstanding()
+                {
+                    // The peer finished and has every byte we sent: only our FIN went
+                    // unacknowledged. libtorrent frees its socket once its own FIN is
+                    // acknowledged and never acknowledges ours; nothing was lost, so this is a
+                    // close, not a failure.
+                    debug!(remote = %self.remote, "FIN unacknowledged by a finished peer");
+                    self.fin_acked = true;
+                    self.check_finished(now);
+                    return;
+                }
                 if self.consecutive_timeouts > self.config.max_retransmits {
                     debug!(remote = %self.remote, "retransmissions exhausted");
                     self.enter_closed(Some(ConnectionError::TimedOut));

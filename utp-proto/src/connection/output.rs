@@ -180,7 +180,15 @@ impl Connection {
                 self.arm_retransmit(now);
                 self.cc.on_sent(now, 0, self.send.in_flight_bytes());
                 debug!(remote = %self.remote, %seq, "sending FIN");
-                return Some(self.transmit_record(now, seq, Kind::Fin, buf));
+                let t = self.transmit_record(now, seq, Kind::Fin, buf);
+                if self.peer_is_libutp && self.recv.fin_reached() && self.send.outstanding() == 1 {
+                    // libutp destroys its socket once its FIN is acknowledged (UI:2178-2183)
+                    // and then ignores ours; a retransmission would only draw a reset. It has
+                    // all our data (only the FIN is outstanding): we are done.
+                    self.fin_acked = true;
+                    self.check_finished(now);
+                }
+                return Some(t);
             }
             return None;
         }
