@@ -7,13 +7,17 @@
 //! Each round runs TCP (std threads), then each adapter, moving `MiB` (default 256) over
 //! one stream between two loopback sockets; the table shows each one's median over the
 //! rounds (default 3) in MB/s (10^6 bytes per second) and as a ratio to TCP's median.
-//! `UTP_PACKET_SIZE=9000` tries larger datagrams than the default.
+//! `UTP_PACKET_SIZE=9000` tries larger datagrams than the default; `ONLY=blocking` (a
+//! comma-separated list of names) runs TCP and the adapters named, for profiling one.
 
 use std::io;
 
 use utp_adapter_tests::adapters::{AsyncStd, Blocking, Smol, Tokio};
 use utp_adapter_tests::bench::{self, Run};
 use utp_adapter_tests::{Adapter, config};
+use utp_io::SocketConfig;
+
+type Bench = fn(usize, &SocketConfig) -> io::Result<Run>;
 
 fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1).map(|a| {
@@ -30,33 +34,34 @@ fn main() -> io::Result<()> {
     {
         config.connection_mut().packet_size(size);
     }
+    let only = std::env::var("ONLY").ok();
+    let all: [(&str, Bench); 5] = [
+        ("TCP", |bytes, _| bench::tcp(bytes)),
+        (Tokio::NAME, bench::utp::<Tokio>),
+        (AsyncStd::NAME, bench::utp::<AsyncStd>),
+        (Smol::NAME, bench::utp::<Smol>),
+        (Blocking::NAME, bench::utp::<Blocking>),
+    ];
+    let benches: Vec<_> = all
+        .into_iter()
+        .filter(|(name, _)| {
+            *name == "TCP"
+                || only
+                    .as_ref()
+                    .is_none_or(|o| o.split(',').any(|n| n == *name))
+        })
+        .collect();
     println!("loopback, one stream, {mib} MiB per transfer, {rounds} round(s)");
 
-    let names = [
-        "TCP",
-        Tokio::NAME,
-        AsyncStd::NAME,
-        Smol::NAME,
-        Blocking::NAME,
-    ];
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); benches.len()];
     for round in 1..=rounds {
-        let results = [
-            bench::tcp(bytes)?,
-            bench::utp::<Tokio>(bytes, &config)?,
-            bench::utp::<AsyncStd>(bytes, &config)?,
-            bench::utp::<Smol>(bytes, &config)?,
-            bench::utp::<Blocking>(bytes, &config)?,
-        ];
-        let line: Vec<String> = names
-            .iter()
-            .zip(&results)
-            .map(|(name, run)| format!("{name} {:.0}", run.mbps(bytes)))
-            .collect();
-        println!("  round {round}: {} MB/s", line.join(", "));
-        for (all, run) in runs.iter_mut().zip(results) {
+        let mut line = Vec::new();
+        for ((name, bench), all) in benches.iter().zip(&mut runs) {
+            let run = bench(bytes, &config)?;
+            line.push(format!("{name} {:.0}", run.mbps(bytes)));
             all.push(run);
         }
+        println!("  round {round}: {} MB/s", line.join(", "));
     }
 
     let median = |all: &mut Vec<Run>| {
@@ -68,7 +73,7 @@ fn main() -> io::Result<()> {
         "\n{:<10} {:>10} {:>8} {:>12}",
         "adapter", "MB/s", "÷ TCP", "retransmits"
     );
-    for (name, all) in names.iter().zip(&mut runs) {
+    for ((name, _), all) in benches.iter().zip(&mut runs) {
         let run = median(all);
         println!(
             "{name:<10} {:>10.1} {:>8.3} {:>12}",

@@ -315,3 +315,70 @@ fn wake_socket(local: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
 
 /// Largest UDP payload (IPv4).
 const MAX_DATAGRAM: usize = 65_536;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wake-up ends a sleep at once, and the datagram that did it is not kept.
+    fn wake_up_ends_sleep(bind: &str) {
+        let Ok(socket) = UdpSocket::bind(bind) else {
+            return; // no such address family here
+        };
+        let (runtime, udp) = ThreadRuntime::new(socket).unwrap();
+        let park = &runtime.park;
+        park.sleeping.store(true, Ordering::SeqCst);
+        park.wake_by_ref();
+        assert!(park.notified.load(Ordering::SeqCst));
+        assert!(
+            !park.sleeping.load(Ordering::SeqCst),
+            "the waker claims the sleep"
+        );
+        let start = Instant::now();
+        udp.sleep(Some(Duration::from_secs(5)));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{bind}: not woken"
+        );
+        assert!(
+            udp.stash().received.is_none(),
+            "{bind}: wake-up datagram kept"
+        );
+    }
+
+    #[test]
+    fn wake_ups_reach_sockets_of_every_kind() {
+        for bind in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0", "[::]:0"] {
+            wake_up_ends_sleep(bind);
+        }
+    }
+
+    #[test]
+    fn a_second_waker_sends_nothing() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (runtime, udp) = ThreadRuntime::new(socket).unwrap();
+        runtime.park.sleeping.store(true, Ordering::SeqCst);
+        runtime.park.wake_by_ref();
+        runtime.park.wake_by_ref();
+        udp.sleep(Some(Duration::from_secs(5)));
+        // Only one datagram was sent: the next sleep runs to its timeout.
+        let start = Instant::now();
+        udp.sleep(Some(Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn timer_registers_its_deadline_only_while_pending() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (runtime, _udp) = ThreadRuntime::new(socket).unwrap();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut timer = runtime.new_timer(later);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(timer.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(*runtime.park.deadline(), Some(later));
+        *runtime.park.deadline() = None;
+        timer.as_mut().reset(Instant::now());
+        assert!(timer.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(*runtime.park.deadline(), None, "a due timer needs no sleep");
+    }
+}

@@ -28,6 +28,7 @@ use async_io_traits;
 
 /// The [`Adapter`](crate::Adapter) methods that only forward to the adapter's socket and
 /// stream API, which all adapters share; `await` for the async ones, nothing for blocking.
+#[cfg(any(feature = "tokio", feature = "async-std", feature = "blocking"))]
 macro_rules! forward_to_the_api {
     ($($aw:tt)?) => {
         async fn bind(addr: SocketAddr, config: SocketConfig) -> io::Result<Self::Socket> {
