@@ -16,10 +16,9 @@ use cpu_time::ProcessTime;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use utp_tokio::proto::congestion::{
-    ControllerFactory, LedbatConfig, LedbatPlusPlusConfig, NewRenoConfig,
-};
 use utp_tokio::{SocketConfig, UtpSocket};
+
+use crate::controller::Controller;
 
 /// Loopback benchmark: uTP beside TCP and raw UDP, measured in the same run.
 #[derive(Debug, Parser)]
@@ -56,17 +55,6 @@ struct Args {
     /// Debug logging on stderr (-dd for trace).
     #[arg(short = 'd', action = clap::ArgAction::Count)]
     debug: u8,
-}
-
-#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
-enum Controller {
-    /// LEDBAT (RFC 6817) with slow start, 100 ms target: the default.
-    Ledbat,
-    /// LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus), 60 ms target.
-    #[value(name = "ledbat++")]
-    LedbatPlusPlus,
-    /// Loss-based NewReno, for comparison.
-    Newreno,
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
@@ -138,12 +126,9 @@ fn socket_config(args: &Args) -> SocketConfig {
     if let Some(p) = args.packet_size {
         config.connection_mut().packet_size(p);
     }
-    let controller: Arc<dyn ControllerFactory> = match args.controller {
-        Controller::Ledbat => Arc::new(LedbatConfig::default()),
-        Controller::LedbatPlusPlus => Arc::new(LedbatPlusPlusConfig::default()),
-        Controller::Newreno => Arc::new(NewRenoConfig::default()),
-    };
-    config.connection_mut().controller(controller);
+    config
+        .connection_mut()
+        .controller(args.controller.factory());
     config
 }
 

@@ -11,7 +11,9 @@
 //! `-n` no name resolution, `-d` debug logging (twice for trace).
 
 mod bench;
+mod controller;
 mod netcat;
+mod testbed;
 
 use std::process::ExitCode;
 
@@ -19,8 +21,17 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os();
     let program = args.next().unwrap_or_else(|| "utp".into());
     let rest: Vec<_> = args.collect();
-    let result = if rest.first().is_some_and(|a| a == "bench") {
+    let command = rest.first().and_then(|a| a.to_str()).unwrap_or_default();
+    let result = if command == "bench" {
         bench::main(std::iter::once(program).chain(rest.into_iter().skip(1)))
+    } else if let Some(&name) = testbed::COMMANDS.iter().find(|&&c| c == command) {
+        // Hidden: the LEDBAT testbed script's tools (utp-cli/testbed/ledbat-testbed.sh).
+        testbed::main(
+            name,
+            std::iter::once(format!("utp {name}").into())
+                .chain(rest.into_iter().skip(1))
+                .collect(),
+        )
     } else {
         netcat::main(std::iter::once(program).chain(rest))
     };

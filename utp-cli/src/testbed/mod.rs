@@ -1,0 +1,102 @@
+//! Hidden subcommands behind `utp-cli/testbed/ledbat-testbed.sh`, the LEDBAT testbed: the
+//! script builds the network (namespaces, a `tc tbf` bottleneck, ping) and these do the
+//! measuring, so the numbers come from code with types and tests rather than from shell.
+//!
+//! ```text
+//! utp testbed-sink --listen ADDR                     # count uTP and TCP bytes per second
+//! utp testbed-send --to ADDR --utp --controller X --duration 60s
+//! utp testbed-send --to ADDR --tcp --tcp-congestion cubic --duration 60s
+//! utp testbed-report [--check] [--json FILE] DIR...  # one table row per scenario directory
+//! ```
+//!
+//! Sink and sender print JSON lines on stdout (one per report interval, plus `event` lines);
+//! `testbed-report` reads what the script collected and prints the table. They are not in
+//! `utp --help`: they are tools for the script, not for users.
+
+mod report;
+mod send;
+mod sink;
+
+use std::ffi::OsString;
+use std::io::{self, Write as _};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+/// The hidden subcommands, by the name that selects them.
+pub(crate) const COMMANDS: [&str; 3] = ["testbed-sink", "testbed-send", "testbed-report"];
+
+/// Run hidden subcommand `command` (one of [`COMMANDS`]) with `args` (program name first).
+pub(crate) fn main(command: &str, args: Vec<OsString>) -> io::Result<()> {
+    match command {
+        "testbed-sink" => sink::main(parse(args)?),
+        "testbed-send" => send::main(parse(args)?),
+        "testbed-report" => report::main(parse(args)?),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown command {command}"),
+        )),
+    }
+}
+
+/// Parse clap arguments the way the rest of the binary does: usage errors become one
+/// `InvalidInput` line, `--help` prints and exits cleanly.
+fn parse<A: Parser>(args: Vec<OsString>) -> io::Result<A> {
+    match A::try_parse_from(args) {
+        Ok(a) => Ok(a),
+        Err(e) if e.use_stderr() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            e.render().to_string().trim().to_string(),
+        )),
+        Err(e) => {
+            // --help: print it (a closed pipe is no error) and stop.
+            let _ = write!(io::stdout(), "{e}");
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the one time base shared with the script's
+/// `date +%s%3N`, `ping -D` and the `tc` samples, which all run in other processes.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A duration on the command line: `1s`, `500ms`, `2m`, or plain seconds (`1.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 1s, 500ms, 2m or 1.5)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
