@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,13 @@ pub struct RelayConfig {
     /// our stack.
     pub spare_handshake: bool,
     /// Drop one packet (the same connection id, type and `seq_nr`: a SYN, DATA or FIN and
-    /// its retransmissions) at most this many times; then its next copy passes. Loss stays
-    /// independent per datagram otherwise. libtorrent gives up a connection, silently, once
-    /// a packet was resent 3 times (`utp_num_resends`), which 5 % loss in both directions
-    /// reaches in about half of all 8 MiB transfers; the limit keeps the lossy scenarios
-    /// about our stack rather than that limit. `None`: no limit.
+    /// its retransmissions) at most this many times; then its next copy passes, and once a
+    /// packet goes through for the (n+1)th time the next 3 datagrams back pass too (its
+    /// acknowledgement). Loss stays independent per datagram otherwise. libtorrent gives up
+    /// a connection, silently, once a packet was resent 3 times (`utp_num_resends`), which
+    /// 5 % loss in both directions reaches in about half of all 8 MiB transfers (a lost
+    /// retransmission or a lost ack of it); the limit keeps the lossy scenarios about our
+    /// stack rather than that limit. `None`: no limit.
     pub max_drops_per_packet: Option<u8>,
     /// Seed of the random decisions (each direction draws from its own stream).
     pub seed: u64,
@@ -279,11 +282,29 @@ struct Impairer {
     rng: ChaCha8Rng,
     config: RelayConfig,
     seen: u64,
-    /// Times each (connection id, type, seq_nr) was dropped.
+    /// Times each (connection id, type, seq_nr) was dropped, and was seen.
     drops: HashMap<(u16, u8, u16), u8>,
+    sends: HashMap<(u16, u8, u16), u8>,
+    /// Datagrams each direction must let through: after a packet's third transmission, the
+    /// acknowledgement coming back is not dropped either.
+    spare: Arc<[AtomicU32; 2]>,
+    /// This impairer's direction, an index into `spare`.
+    dir: usize,
 }
 
 impl Impairer {
+    fn new(seed: u64, config: RelayConfig, spare: Arc<[AtomicU32; 2]>, dir: usize) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            config,
+            seen: 0,
+            drops: HashMap::new(),
+            sends: HashMap::new(),
+            spare,
+            dir,
+        }
+    }
+
     fn unit(&mut self) -> f64 {
         (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
@@ -299,10 +320,23 @@ impl Impairer {
         let key = UtpHeader::parse(datagram)
             .filter(|h| matches!(h.packet_type, ST_DATA | ST_FIN | ST_SYN))
             .map(|h| (h.connection_id, h.packet_type, h.seq_nr));
-        let spared = match (key, self.config.max_drops_per_packet) {
-            (Some(key), Some(max)) => self.drops.get(&key).is_some_and(|&n| n >= max),
+        let mut spared = match (key, self.config.max_drops_per_packet) {
+            (Some(key), Some(max)) => {
+                let sends = self.sends.entry(key).or_insert(0);
+                *sends = sends.saturating_add(1);
+                if *sends > max {
+                    // Its acknowledgement must come back, or the sender may give up.
+                    self.spare[1 - self.dir].store(3, Ordering::Relaxed);
+                }
+                self.drops.get(&key).is_some_and(|&n| n >= max)
+            }
             _ => false,
         };
+        let owed = &self.spare[self.dir];
+        if owed.load(Ordering::Relaxed) > 0 {
+            owed.fetch_sub(1, Ordering::Relaxed);
+            spared = true;
+        }
         if lost < self.config.loss && !spared {
             if let Some(key) = key {
                 *self.drops.entry(key).or_insert(0) += 1;
@@ -445,19 +479,15 @@ async fn run(
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
     let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    let mut up = Impairer {
-        rng: ChaCha8Rng::seed_from_u64(config.seed),
-        config: config.clone(),
-        seen: 0,
-        drops: HashMap::new(),
-    };
+    let spare = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+    let mut up = Impairer::new(config.seed, config.clone(), spare.clone(), 0);
     // The reply path's decisions share one stream too, whichever client they belong to.
-    let down = Arc::new(Mutex::new(Impairer {
-        rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+    let down = Arc::new(Mutex::new(Impairer::new(
+        config.seed ^ 0x9e37_79b9_7f4a_7c15,
         config,
-        seen: 0,
-        drops: HashMap::new(),
-    }));
+        spare,
+        1,
+    )));
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = socket.recv_from(&mut buf).await else {
@@ -528,8 +558,8 @@ pub trait TraceExt {
     fn close_reason_first(&self) -> Vec<&TraceRecord>;
     /// The trace from `from` on, one line per datagram, at most `max` lines.
     fn dump(&self, from: Duration, max: usize) -> String;
-    /// Silences: pauses of at least `min` between consecutive datagrams, with the
-    /// `context` datagrams before and after each (at most `max` pauses).
+    /// Silences: pauses of at least `min` between consecutive datagrams, the longest
+    /// `max` of them, each with the `context` datagrams before and after it.
     fn silences(&self, min: Duration, context: usize, max: usize) -> String;
     /// How often each (extension type, length) pair appears going `dir`.
     fn extensions(&self, dir: Dir) -> Vec<((u8, u8), u64)>;
@@ -567,8 +597,12 @@ impl TraceExt for [TraceRecord] {
 
     fn silences(&self, min: Duration, context: usize, max: usize) -> String {
         let mut out = String::new();
-        let gaps = (1..self.len()).filter(|&i| self[i].at - self[i - 1].at >= min);
-        for i in gaps.take(max) {
+        let mut gaps: Vec<usize> = (1..self.len())
+            .filter(|&i| self[i].at - self[i - 1].at >= min)
+            .collect();
+        // The longest first.
+        gaps.sort_by_key(|&i| std::cmp::Reverse(self[i].at - self[i - 1].at));
+        for i in gaps.into_iter().take(max) {
             out.push_str(&format!(
                 "--- {:.0} ms of silence\n",
                 (self[i].at - self[i - 1].at).as_secs_f64() * 1e3
@@ -641,12 +675,8 @@ mod tests {
 
     #[test]
     fn impairment_rates_follow_the_config() {
-        let mut imp = Impairer {
-            rng: ChaCha8Rng::seed_from_u64(1),
-            config: RelayConfig::lossy(1),
-            seen: 0,
-            drops: HashMap::new(),
-        };
+        let spare = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let mut imp = Impairer::new(1, RelayConfig::lossy(1), spare, 0);
         let mut counts = [0u32; 4];
         for i in 0..100_000u32 {
             // Distinct packets, so the per-packet drop limit never applies.
@@ -677,19 +707,18 @@ mod tests {
         let mut config = RelayConfig::lossy(3);
         config.loss = 1.0;
         config.spare_handshake = false;
-        let mut imp = Impairer {
-            rng: ChaCha8Rng::seed_from_u64(3),
-            config,
-            seen: 0,
-            drops: HashMap::new(),
-        };
+        let spare = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let mut imp = Impairer::new(3, config.clone(), spare.clone(), 0);
+        let mut back = Impairer::new(4, config, spare, 1);
+        let ack = header(ST_STATE, &[], 0);
         let data = header(ST_DATA, &[], 100);
-        let fates: Vec<Fate> = (0..4).map(|_| imp.decide(&data).0).collect();
+        let fates: Vec<Fate> = (0..3).map(|_| imp.decide(&data).0).collect();
         assert_eq!(fates[..2], [Fate::Dropped, Fate::Dropped]);
         assert_ne!(fates[2], Fate::Dropped);
-        // Acks carry no seq of their own and are never spared.
-        let ack = header(ST_STATE, &[], 0);
-        assert!((0..5).all(|_| imp.decide(&ack).0 == Fate::Dropped));
+        // The third transmission went through: the next three datagrams back pass too.
+        assert!((0..3).all(|_| back.decide(&ack).0 != Fate::Dropped));
+        // Acks carry no seq of their own and are otherwise never spared.
+        assert!((0..5).all(|_| back.decide(&ack).0 == Fate::Dropped));
     }
 
     #[tokio::test]

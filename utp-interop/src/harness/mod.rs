@@ -58,7 +58,10 @@ pub fn missing(tool: Tool) -> Option<String> {
                 .ok()
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
             if uid.as_deref() != Some("0") {
-                Some("not root: a network namespace needs root (ip netns)".into())
+                Some(format!(
+                    "a network namespace needs root (ip netns); `id -u` says {}",
+                    uid.as_deref().unwrap_or("nothing")
+                ))
             } else if !ok("ip", &["netns", "list"]) {
                 Some("`ip netns` does not work (apt-get install iproute2)".into())
             } else {

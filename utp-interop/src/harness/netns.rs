@@ -75,14 +75,21 @@ impl Netns {
         &self.name
     }
 
-    /// Run this test binary's test `test` inside, alone and without output capture, and
-    /// collect its output.
+    /// Run this test binary's test `test` inside, alone, without output capture and even if
+    /// it is marked ignored, and collect its output.
     pub fn run_test(&self, test: &str) -> io::Result<Output> {
         let exe = std::env::current_exe()?;
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .arg(exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            // The outer test already decided to run (an ignored one only with --ignored).
+            .args([
+                test,
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(NETNS_ENV, &self.name)
             .stdin(Stdio::null())
             .output()

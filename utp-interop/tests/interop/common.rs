@@ -231,6 +231,33 @@ pub(crate) fn in_netns<F: Future<Output = Res>>(
     );
 }
 
+/// The relay's counters and the extensions seen each way, for a result line. `client` is
+/// whoever sent to the relay (dialed), `upstream` the other side.
+pub(crate) fn relay_summary(relay: &Relay, client: &str, upstream: &str) -> String {
+    let exts = |dir| {
+        relay
+            .trace()
+            .extensions(dir)
+            .iter()
+            .map(|((t, l), n)| format!("{t}/{l}x{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (up, down) = (relay.stats(Dir::ToUpstream), relay.stats(Dir::ToClient));
+    format!(
+        "relay {client}->{upstream} dropped {} dup {} delayed {}, {upstream}->{client} dropped {} \
+         dup {} delayed {}; extensions (type/len) {client}: [{}], {upstream}: [{}]",
+        up.dropped,
+        up.duplicated,
+        up.delayed,
+        down.dropped,
+        down.duplicated,
+        down.delayed,
+        exts(Dir::ToUpstream),
+        exts(Dir::ToClient)
+    )
+}
+
 /// Read until the peer's FIN. Returns the bytes that came before it (normally none).
 pub(crate) async fn read_to_eof(stream: &mut UtpStream, limit: Duration) -> io::Result<usize> {
     let mut rest = Vec::new();

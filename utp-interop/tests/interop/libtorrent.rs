@@ -108,16 +108,8 @@ async fn peer_seeds(link: Link, seed: u64) -> Res {
         ours.retransmits,
         ours.timeouts
     );
-    if let Some(r) = relay {
-        detail += &format!(
-            "; relay dropped {}/{} dup {}/{} delayed {}/{}",
-            r.stats(Dir::ToUpstream).dropped,
-            r.stats(Dir::ToClient).dropped,
-            r.stats(Dir::ToUpstream).duplicated,
-            r.stats(Dir::ToClient).duplicated,
-            r.stats(Dir::ToUpstream).delayed,
-            r.stats(Dir::ToClient).delayed
-        );
+    if let Some(r) = &relay {
+        detail += &format!("; {}", relay_summary(r, "lt", "us"));
     }
     result(
         PEER,
@@ -174,12 +166,8 @@ async fn we_seed(link: Link, seed: u64) -> Res {
         ours.fast_retransmits,
         ours.timeouts
     );
-    if let Some(r) = relay {
-        detail += &format!(
-            "; relay dropped {}/{}",
-            r.stats(Dir::ToUpstream).dropped,
-            r.stats(Dir::ToClient).dropped
-        );
+    if let Some(r) = &relay {
+        detail += &format!("; {}", relay_summary(r, "us", "lt"));
     }
     result(
         PEER,
@@ -223,6 +211,60 @@ fn libtorrent_downloads_we_seed_lossy() {
             "libtorrent_downloads_we_seed_lossy",
             we_seed(Link::Lossy(14), 14),
         );
+    }
+}
+
+/// libtorrent seeds over IPv6 loopback and dials us; we download (Transmission has no IPv6
+/// uTP without a global IPv6 address, INTEROP §2, so this one is libtorrent only).
+async fn peer_seeds_ipv6() -> Res {
+    let f = Fixture::new("lt-seeds-v6", TRANSFER, 17, None)?;
+    let socket = utp_tokio::UtpSocket::bind("[::1]:0").await?;
+    let mut config = lt_config(&f, true, Some(socket.local_addr()?));
+    config.listen = "[::1]:0".into();
+    let mut lt = Libtorrent::start(&config).await?;
+    let (mut stream, from) = tokio::time::timeout(Duration::from_secs(20), socket.accept())
+        .await
+        .map_err(|_| format!("libtorrent never connected; events:\n{}", lt.events_text()))??;
+    let (got, report) = tokio::time::timeout(
+        TRANSFER_TIMEOUT,
+        session::download(
+            &mut stream,
+            &f.torrent,
+            Role::Acceptor,
+            &SessionConfig::default(),
+        ),
+    )
+    .await
+    .map_err(|_| "download timed out")??;
+    if got != f.data {
+        return Err("downloaded data differs".into());
+    }
+    let stats = confirm_utp(&mut lt).await?;
+    let packet_size = stream.stats().unwrap_or_default().packet_size;
+    stream.shutdown().await?;
+    let _ = read_to_eof(&mut stream, Duration::from_secs(5)).await;
+    drop(stream);
+    let detail = format!(
+        "{}; {} pieces SHA-1 ok; from {from}; our packet size {packet_size}; {}",
+        rate(report.bytes, report.transfer_time),
+        report.pieces,
+        counters(&stats),
+    );
+    result(
+        PEER,
+        "peer seeds -> we download",
+        "clean, IPv6",
+        "PASS",
+        &detail,
+    );
+    lt.quit().await;
+    Ok(())
+}
+
+#[test]
+fn libtorrent_seeds_we_download_ipv6() {
+    if available("libtorrent_seeds_we_download_ipv6") {
+        run("libtorrent_seeds_we_download_ipv6", peer_seeds_ipv6());
     }
 }
 
@@ -274,7 +316,11 @@ async fn close_we_initiate() -> Res {
             - before["utp.utp_timeout"].as_i64().unwrap_or(0),
         disconnect["message"]
     );
-    println!("close trace from t0:\n{}", check.dump);
+    let detail = format!("{detail}; {}", relay_summary(&relay, "lt", "us"));
+    println!(
+        "close trace from t0 (-> is libtorrent to us):\n{}",
+        check.dump
+    );
     let pass = check.ok() && eof.is_ok() && closed.is_some();
     result(
         PEER,
@@ -340,7 +386,11 @@ async fn close_peer_initiates() -> Res {
         disconnect["message"],
         trace.of_type(Dir::ToUpstream, ST_DATA).len()
     );
-    println!("close trace from t0:\n{}", check.dump);
+    let detail = format!("{detail}; {}", relay_summary(&relay, "us", "lt"));
+    println!(
+        "close trace from t0 (-> is us to libtorrent):\n{}",
+        check.dump
+    );
     let pass = check.ok() && report.peer_closed && closed.is_some();
     result(
         PEER,

@@ -189,12 +189,8 @@ async fn peer_seeds(link: Link, seed: u64) -> Res {
         ours.retransmits,
         ours.timeouts
     );
-    if let Some(r) = relay {
-        detail += &format!(
-            "; relay dropped {}/{}",
-            r.stats(Dir::ToUpstream).dropped,
-            r.stats(Dir::ToClient).dropped
-        );
+    if let Some(r) = &relay {
+        detail += &format!("; {}", relay_summary(r, "us", "TR"));
     }
     result(
         PEER,
@@ -268,12 +264,8 @@ async fn we_seed(link: Link, seed: u64) -> Res {
         ours.fast_retransmits,
         ours.timeouts
     );
-    if let Some(r) = relay {
-        detail += &format!(
-            "; relay dropped {}/{}",
-            r.stats(Dir::ToUpstream).dropped,
-            r.stats(Dir::ToClient).dropped
-        );
+    if let Some(r) = &relay {
+        detail += &format!("; {}", relay_summary(r, "TR", "us"));
     }
     result(
         PEER,
@@ -366,6 +358,7 @@ async fn close_we_initiate() -> Res {
         eof_after.as_secs_f64() * 1e3,
         check.summary(),
     );
+    let detail = format!("{detail}; {}", relay_summary(&relay, "us", "TR"));
     println!(
         "close trace from t0 (-> us to Transmission):\n{}",
         check.dump
@@ -433,6 +426,7 @@ async fn close_peer_initiates() -> Res {
         report.peer_closed,
         check.summary(),
     );
+    let detail = format!("{detail}; {}", relay_summary(&relay, "TR", "us"));
     println!(
         "close trace from t0 (-> Transmission to us):\n{}",
         check.dump
