@@ -61,6 +61,11 @@ struct Args {
 enum Runtime {
     /// utp-tokio on a multi-threaded tokio runtime.
     Tokio,
+    /// utp-async-std (async-io + futures-io), each task on its own thread's executor.
+    #[value(name = "async-std")]
+    AsyncStd,
+    /// utp-blocking: std threads and blocking `Read`/`Write`.
+    Blocking,
 }
 
 /// One transport's result.
@@ -138,7 +143,10 @@ async fn run(args: &Args) -> io::Result<()> {
         "loopback, {} MiB, {} stream(s), runtime {:?}, controller {:?}, socket buffers {} KiB",
         args.size, args.streams, args.runtime, args.controller, args.socket_buffer_kib
     );
-    let utp = utp_transfer(args, bytes).await?;
+    let utp = match args.runtime {
+        Runtime::Tokio => utp_transfer(args, bytes).await?,
+        other => threaded_utp_transfer(args, bytes, other).await?,
+    };
     let tcp = tcp_transfer(args, bytes).await?;
     let udp = udp_blast(args, bytes).await?;
     let ratio = utp.mbps() / tcp.mbps();
@@ -490,4 +498,167 @@ fn rss_bytes() -> io::Result<u64> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other("unreadable /proc/self/statm"))?;
     Ok(pages * 4096)
+}
+
+/// uTP through the async-std or the blocking adapter: one OS thread per stream end, since
+/// neither needs a runtime of its own (the async-std adapter's futures run under
+/// `futures_lite::future::block_on`, as they would under async-std or smol).
+async fn threaded_utp_transfer(args: &Args, bytes: u64, runtime: Runtime) -> io::Result<Measure> {
+    let config = socket_config(args);
+    let received = Arc::new(AtomicU64::new(0));
+    let bar = progress(args, "uTP", bytes);
+    let ticker = tick(bar.clone(), received.clone());
+    let streams = args.streams;
+    let counter = received.clone();
+    let (cpu0, t0) = (ProcessTime::now(), Instant::now());
+    let result = tokio::task::spawn_blocking(move || match runtime {
+        Runtime::Blocking => blocking_transfer(config, bytes, streams, &counter),
+        _ => async_std_transfer(config, bytes, streams, &counter),
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (elapsed, cpu) = (t0.elapsed(), cpu0.elapsed());
+    bar.finish_and_clear();
+    let _ = ticker.await;
+    let (total, retransmits) = result?;
+    if total != bytes {
+        return Err(io::Error::other(format!(
+            "uTP transfer truncated: {total} of {bytes} bytes"
+        )));
+    }
+    Ok(Measure {
+        bytes,
+        elapsed,
+        cpu,
+        retransmits: Some(retransmits),
+        datagrams: None,
+    })
+}
+
+/// Returns (bytes received, sender retransmissions).
+fn blocking_transfer(
+    config: SocketConfig,
+    bytes: u64,
+    streams: usize,
+    counter: &Arc<AtomicU64>,
+) -> io::Result<(u64, u64)> {
+    use std::io::{Read, Write};
+    let server = utp_blocking::UtpSocket::bind_with_config("127.0.0.1:0", config.clone())?;
+    let client = Arc::new(utp_blocking::UtpSocket::bind_with_config(
+        "127.0.0.1:0",
+        config,
+    )?);
+    let addr = server.local_addr()?;
+    let mut readers = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..streams {
+        let client = client.clone();
+        let mut left = share(bytes, streams, i);
+        senders.push(std::thread::spawn(move || {
+            let mut stream = client.connect(addr)?;
+            while left > 0 {
+                let n = left.min(BLOCK.len() as u64) as usize;
+                stream.write_all(&BLOCK[..n])?;
+                left -= n as u64;
+            }
+            stream.shutdown(std::net::Shutdown::Write)?;
+            Ok::<_, io::Error>(stream)
+        }));
+        let (mut stream, _) = server.accept()?;
+        let counter = counter.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    return Ok::<_, io::Error>(total);
+                }
+                total += n as u64;
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut total = 0;
+    for r in readers {
+        total += r
+            .join()
+            .map_err(|_| io::Error::other("reader panicked"))??;
+    }
+    let mut retransmits = 0;
+    for s in senders {
+        let stream = s
+            .join()
+            .map_err(|_| io::Error::other("sender panicked"))??;
+        retransmits += stream.stats().map_or(0, |s| s.retransmits);
+    }
+    Ok((total, retransmits))
+}
+
+/// Returns (bytes received, sender retransmissions).
+fn async_std_transfer(
+    config: SocketConfig,
+    bytes: u64,
+    streams: usize,
+    counter: &Arc<AtomicU64>,
+) -> io::Result<(u64, u64)> {
+    use futures_lite::future::block_on;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let server = block_on(utp_async_std::UtpSocket::bind_with_config(
+        "127.0.0.1:0",
+        config.clone(),
+    ))?;
+    let client = block_on(utp_async_std::UtpSocket::bind_with_config(
+        "127.0.0.1:0",
+        config,
+    ))?;
+    let addr = server.local_addr()?;
+    let mut readers = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..streams {
+        let client = client.clone();
+        let mut left = share(bytes, streams, i);
+        senders.push(std::thread::spawn(move || {
+            block_on(async move {
+                let mut stream = client.connect(addr).await?;
+                while left > 0 {
+                    let n = left.min(BLOCK.len() as u64) as usize;
+                    stream.write_all(&BLOCK[..n]).await?;
+                    left -= n as u64;
+                }
+                stream.close().await?;
+                Ok::<_, io::Error>(stream)
+            })
+        }));
+        let (mut stream, _) = block_on(server.accept())?;
+        let counter = counter.clone();
+        readers.push(std::thread::spawn(move || {
+            block_on(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = stream.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, io::Error>(total);
+                    }
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            })
+        }));
+    }
+    let mut total = 0;
+    for r in readers {
+        total += r
+            .join()
+            .map_err(|_| io::Error::other("reader panicked"))??;
+    }
+    let mut retransmits = 0;
+    for s in senders {
+        let stream = s
+            .join()
+            .map_err(|_| io::Error::other("sender panicked"))??;
+        retransmits += stream.stats().map_or(0, |s| s.retransmits);
+    }
+    Ok((total, retransmits))
 }
