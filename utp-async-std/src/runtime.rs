@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Instant;
 
 use async_io::{Async, Timer};
+use socket2::SockRef;
 use tracing::warn;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
 
@@ -89,6 +90,10 @@ impl AsyncUdpSocket for IoUdp {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().local_addr()
+    }
+
+    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
+        utp_io::set_dont_fragment(SockRef::from(self.0.get_ref()), on)
     }
 }
 

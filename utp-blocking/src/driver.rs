@@ -26,6 +26,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use socket2::SockRef;
 use tracing::{trace, warn};
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
 
@@ -273,6 +274,10 @@ impl AsyncUdpSocket for ThreadUdp {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
+        utp_io::set_dont_fragment(SockRef::from(&self.socket), on)
     }
 }
 

@@ -111,7 +111,9 @@ impl SocketConfig {
     /// Default off: the OS default, which on Linux sets DF on packets that fit the cached
     /// path MTU and fragments larger ones locally. Datagrams the core marks fragmentable
     /// ([`Transmit::dont_fragment`](utp_proto::Transmit::dont_fragment) `== false`, a resend
-    /// larger than the path is known to carry) still go out with DF when this is on.
+    /// larger than the path is known to carry) go out without DF: the driver turns the option
+    /// off around that one send
+    /// ([`AsyncUdpSocket::set_dont_fragment`](crate::AsyncUdpSocket::set_dont_fragment)).
     pub fn dont_fragment(&mut self, on: bool) -> &mut Self {
         self.dont_fragment = on;
         self
@@ -179,7 +181,7 @@ pub fn configure_socket(socket: SockRef<'_>, config: &SocketConfig) -> io::Resul
         socket.set_send_buffer_size(bytes)?;
     }
     if config.dont_fragment {
-        set_dont_fragment(&socket)?;
+        set_dont_fragment(SockRef::from(&*socket), true)?;
     }
     if let Some(hook) = &config.hook {
         hook(socket)?;
@@ -187,25 +189,39 @@ pub fn configure_socket(socket: SockRef<'_>, config: &SocketConfig) -> io::Resul
     Ok(())
 }
 
-/// Don't-fragment on every datagram, path MTU chosen by the application (uTP's probing).
+/// Turn the IP don't-fragment bit on or off for the datagrams `socket` sends from now on.
+///
+/// On: path MTU chosen by the application (uTP's probing), the kernel's route cache ignored
+/// (`IP_PMTUDISC_PROBE`, `IPV6_PMTUDISC_PROBE`). Off: never set DF, fragment locally
+/// (`IP_PMTUDISC_DONT`, `IPV6_PMTUDISC_DONT`). Linux has only this per-socket option, so a
+/// datagram the core marks fragmentable is sent with the option toggled off around it, as
+/// libtorrent does. Adapters implement
+/// [`AsyncUdpSocket::set_dont_fragment`](crate::AsyncUdpSocket::set_dont_fragment) with it.
+/// Elsewhere it fails with `Unsupported`.
 #[cfg(target_os = "linux")]
-fn set_dont_fragment(socket: &SockRef<'_>) -> io::Result<()> {
+pub fn set_dont_fragment(socket: SockRef<'_>, on: bool) -> io::Result<()> {
     use rustix::net::sockopt::{
         Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery, set_ip_mtu_discover, set_ipv6_mtu_discover,
     };
+    let (v4, v6) = if on {
+        (Ipv4PathMtuDiscovery::PROBE, Ipv6PathMtuDiscovery::PROBE)
+    } else {
+        (Ipv4PathMtuDiscovery::DONT, Ipv6PathMtuDiscovery::DONT)
+    };
     // An IPv6 socket takes both: the IPv4 option covers IPv4-mapped peers. An IPv4 socket
     // refuses the IPv6 one.
-    let socket: &socket2::Socket = socket;
-    let v6 = set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::PROBE);
-    let v4 = set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE);
+    let socket: &socket2::Socket = &socket;
+    let v6 = set_ipv6_mtu_discover(socket, v6);
+    let v4 = set_ip_mtu_discover(socket, v4);
     match (v4, v6) {
         (Err(e), Err(_)) => Err(e.into()),
         _ => Ok(()),
     }
 }
 
+/// Turn the IP don't-fragment bit on or off: only implemented on Linux.
 #[cfg(not(target_os = "linux"))]
-fn set_dont_fragment(_: &SockRef<'_>) -> io::Result<()> {
+pub fn set_dont_fragment(_: SockRef<'_>, _: bool) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "don't-fragment sockets are only implemented on Linux",
@@ -274,6 +290,19 @@ mod tests {
             assert_eq!(ipv6_mtu_discover(&v6).unwrap(), Ipv6PathMtuDiscovery::PROBE);
             assert_eq!(ip_mtu_discover(&v6).unwrap(), Ipv4PathMtuDiscovery::PROBE);
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dont_fragment_toggles_between_probe_and_dont() {
+        use rustix::net::sockopt::{Ipv4PathMtuDiscovery, ip_mtu_discover};
+        let mut config = SocketConfig::default();
+        config.dont_fragment(true);
+        let v4 = bind_udp("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        set_dont_fragment(SockRef::from(&v4), false).unwrap();
+        assert_eq!(ip_mtu_discover(&v4).unwrap(), Ipv4PathMtuDiscovery::DONT);
+        set_dont_fragment(SockRef::from(&v4), true).unwrap();
+        assert_eq!(ip_mtu_discover(&v4).unwrap(), Ipv4PathMtuDiscovery::PROBE);
     }
 
     #[test]

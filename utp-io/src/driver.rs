@@ -49,6 +49,9 @@ pub(crate) struct Driver {
     /// Results of socket calls made without the lock, applied at the next lock.
     io: IoResults,
     finished: bool,
+    /// [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment): DF is on for
+    /// the socket, and datagrams the core marks fragmentable need it turned off.
+    dont_fragment: bool,
 }
 
 struct Outgoing {
@@ -56,6 +59,8 @@ struct Outgoing {
     to: SocketAddr,
     /// Produced by the endpoint (not a raw datagram of the application).
     utp: bool,
+    /// Send with DF ([`Transmit::dont_fragment`](utp_proto::Transmit::dont_fragment)).
+    df: bool,
 }
 
 #[derive(Default)]
@@ -75,6 +80,7 @@ impl Driver {
         shared: Arc<Shared>,
         socket: Arc<dyn AsyncUdpSocket>,
         timer: Pin<Box<dyn AsyncTimer>>,
+        dont_fragment: bool,
     ) -> Self {
         Self {
             shared,
@@ -90,12 +96,14 @@ impl Driver {
                     buf: Vec::new(),
                     to: SocketAddr::from(([0, 0, 0, 0], 0)),
                     utp: false,
+                    df: true,
                 })
                 .collect(),
             queued: 0,
             sent: 0,
             io: IoResults::default(),
             finished: false,
+            dont_fragment,
         }
     }
 
@@ -129,7 +137,12 @@ impl Driver {
     fn flush(&mut self, cx: &mut Context<'_>) {
         while self.sent < self.queued {
             let d = &self.out[self.sent];
-            match self.socket.poll_send_to(cx, &d.buf, d.to) {
+            let sent = if self.dont_fragment && !d.df {
+                send_fragmentable(&*self.socket, cx, &d.buf, d.to)
+            } else {
+                self.socket.poll_send_to(cx, &d.buf, d.to)
+            };
+            match sent {
                 Poll::Ready(Ok(_)) => self.io.sent += 1,
                 Poll::Ready(Err(e)) => {
                     // The OS will never take this one (unreachable, too big): uTP
@@ -205,11 +218,13 @@ impl Driver {
                 std::mem::swap(&mut d.buf, &mut datagram);
                 d.to = to;
                 d.utp = false;
+                d.df = true;
                 state.stats.raw_sent += 1;
             } else if let Some(t) = state.endpoint.poll_transmit(now, &mut d.buf) {
                 d.buf.truncate(t.len);
                 d.to = t.destination;
                 d.utp = true;
+                d.df = t.dont_fragment;
             } else {
                 return false;
             }
@@ -313,6 +328,29 @@ impl Drop for Driver {
             );
         }
     }
+}
+
+/// Send one datagram without DF on a socket that has DF on: Linux only has the per-socket
+/// option, so turn it off around this one send (libtorrent does the same, PROTOCOL §6.1).
+/// If the socket cannot toggle it, the datagram goes out with DF.
+fn send_fragmentable(
+    socket: &dyn AsyncUdpSocket,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+    to: SocketAddr,
+) -> Poll<io::Result<usize>> {
+    if let Err(e) = socket.set_dont_fragment(false) {
+        debug!(error = %e, "cannot clear don't-fragment; sending with it");
+        return socket.poll_send_to(cx, buf, to);
+    }
+    trace!(%to, len = buf.len(), "sending without don't-fragment");
+    let sent = socket.poll_send_to(cx, buf, to);
+    if let Err(e) = socket.set_dont_fragment(true) {
+        // Later datagrams may be fragmented instead of failing with EMSGSIZE: path MTU
+        // discovery then finds a ceiling that is too high, nothing worse.
+        debug!(error = %e, "cannot set don't-fragment again");
+    }
+    sent
 }
 
 /// Errors a UDP receive reports that concern one earlier datagram, not the socket.

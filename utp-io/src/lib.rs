@@ -131,7 +131,9 @@ mod shared;
 mod socket;
 mod stream;
 
-pub use config::{SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket};
+pub use config::{
+    SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket, set_dont_fragment,
+};
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 pub use shared::SocketStats;
 pub use socket::{Connecting, Socket};

@@ -58,4 +58,17 @@ pub trait AsyncUdpSocket: Debug + Send + Sync + 'static {
 
     /// The address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Set or clear the IP don't-fragment bit for the datagrams sent from now on. The driver
+    /// calls it only with [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment)
+    /// on, to send one datagram the core marks fragmentable without DF and then turn DF back
+    /// on. Adapters implement it with [`set_dont_fragment`](crate::set_dont_fragment); the
+    /// default reports `Unsupported`, and the datagram then goes out with DF.
+    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
+        let _ = on;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this socket cannot toggle don't-fragment",
+        ))
+    }
 }

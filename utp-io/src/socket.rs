@@ -53,10 +53,11 @@ impl Socket {
         };
         let endpoint = Endpoint::new(config.endpoint.clone(), now, seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let dont_fragment = config.dont_fragment;
         let state = State::new(endpoint, config, local_addr);
         let shared = Arc::new(Shared::new(state, runtime.clone(), local_addr));
         let timer = runtime.new_timer(now);
-        let driver = Driver::new(shared.clone(), socket, timer);
+        let driver = Driver::new(shared.clone(), socket, timer, dont_fragment);
         let span = tracing::debug_span!("utp_socket", %local_addr);
         runtime.spawn(Box::pin(Instrumented {
             inner: driver,

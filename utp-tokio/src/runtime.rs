@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use socket2::SockRef;
 use tokio::io::ReadBuf;
 use tokio::runtime::Handle;
 use tokio::time::Sleep;
@@ -76,5 +77,9 @@ impl AsyncUdpSocket for TokioUdp {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+
+    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
+        utp_io::set_dont_fragment(SockRef::from(&self.0), on)
     }
 }
