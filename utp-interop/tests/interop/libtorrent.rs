@@ -414,8 +414,6 @@ fn libtorrent_close_we_initiate() {
 }
 
 #[test]
-#[ignore = "core: after acking libtorrent's FIN on its own, our FIN is never acked (libtorrent \
-            frees the socket once its FIN is acked) and we retransmit it for seconds"]
 fn libtorrent_close_peer_initiates() {
     if available("libtorrent_close_peer_initiates") {
         run("libtorrent_close_peer_initiates", close_peer_initiates());

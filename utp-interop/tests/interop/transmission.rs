@@ -456,8 +456,6 @@ fn transmission_close_we_initiate() {
 }
 
 #[test]
-#[ignore = "core: after acking Transmission's FIN on its own, our FIN meets a freed libutp \
-            socket: no ACK, our retransmission 0.5 s later draws an ST_RESET"]
 fn transmission_close_peer_initiates() {
     in_netns(
         "transmission::transmission_close_peer_initiates",

@@ -149,7 +149,12 @@ impl Connection {
                 self.on_inserted(result);
             }
             PacketType::Fin => {
-                // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
+                // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859). A close
+                // reason on it says the peer is libtorrent, which frees its socket as soon as
+                // this FIN is acknowledged (INTEROP §6).
+                if packet.close_reason().is_some() {
+                    self.peer_is_libtorrent = true;
+                }
                 let result = self.recv.insert(h.seq_nr, &[], true);
                 self.on_inserted(result);
             }

@@ -96,6 +96,8 @@ pub(crate) struct Connection {
     announced: bool,
     /// The peer is libutp (Transmission, uTorrent), which numbers post-FIN acks differently.
     peer_is_libutp: bool,
+    /// The peer's FIN carried libtorrent's close reason.
+    peer_is_libtorrent: bool,
     error: Option<ConnectionError>,
     /// Acceptor: the initiator's SYN sequence number and our SYN-ACK, for duplicate SYNs.
     syn_seq: SeqNr,
@@ -251,6 +253,7 @@ impl Connection {
             released: false,
             announced: side == Side::Client,
             peer_is_libutp: false,
+            peer_is_libtorrent: false,
             error: None,
             syn_seq: SeqNr(0),
             syn_ack: None,

@@ -181,10 +181,14 @@ impl Connection {
                 self.cc.on_sent(now, 0, self.send.in_flight_bytes());
                 debug!(remote = %self.remote, %seq, "sending FIN");
                 let t = self.transmit_record(now, seq, Kind::Fin, buf);
-                if self.peer_is_libutp && self.recv.fin_reached() && self.send.outstanding() == 1 {
-                    // libutp destroys its socket once its FIN is acknowledged (UI:2178-2183)
-                    // and then ignores ours; a retransmission would only draw a reset. It has
-                    // all our data (only the FIN is outstanding): we are done.
+                if (self.peer_is_libutp || self.peer_is_libtorrent)
+                    && self.recv.fin_reached()
+                    && self.send.outstanding() == 1
+                {
+                    // libutp (UI:2178-2183) and libtorrent (LS:3176-3201) free their socket
+                    // once their own FIN is acknowledged and never acknowledge ours; a
+                    // retransmission would only draw a reset or silence. The peer has all our
+                    // data (only the FIN is outstanding): we are done.
                     self.fin_acked = true;
                     self.check_finished(now);
                 }
