@@ -411,11 +411,13 @@ impl Connection {
             self.fin_acked = true;
         }
         if progress {
+            self.tlp_pending = false;
             if self.send.in_flight_packets() > 0 {
                 self.timers.set(Timer::Retransmit, now + self.rtt.rto());
             } else {
                 self.timers.stop(Timer::Retransmit);
             }
+            self.arm_probe(now);
             if self.write_blocked && self.send.free() > 0 && !self.fin_queued {
                 self.write_blocked = false;
                 self.events.push_back(Event::Writable);

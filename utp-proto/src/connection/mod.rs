@@ -74,6 +74,8 @@ pub(crate) struct Connection {
     dup_acks: u32,
     /// Send time of the newest packet known delivered (RACK).
     rack_time: Option<Instant>,
+    /// A tail loss probe went out and nothing was acknowledged since.
+    tlp_pending: bool,
     /// Lowest sequence number that may still be fast-retransmitted.
     fast_resend_seq: SeqNr,
     /// Packets declared lost by dup ACKs or SACK, to resend ignoring the window.
@@ -240,6 +242,7 @@ impl Connection {
             last_advertised: config.receive_window,
             dup_acks: 0,
             rack_time: None,
+            tlp_pending: false,
             fast_resend_seq: isn,
             fast_resends: 0,
             recovery_end: None,
@@ -568,6 +571,21 @@ impl Connection {
             self.timers.stop(Timer::Linger);
             // The peer never sent its FIN; our data was delivered, so this is still a close.
             self.enter_closed(None);
+        }
+        if self.timers.is_expired(Timer::Probe, now) {
+            self.timers.stop(Timer::Probe);
+            let newest = self
+                .send
+                .iter()
+                .rev()
+                .find(|(_, p)| p.status == Status::InFlight)
+                .map(|(s, _)| s);
+            if let (Some(seq), State::Connected, false) = (newest, self.state, self.tlp_pending) {
+                self.tlp_pending = true;
+                self.stats.tail_loss_probes += 1;
+                self.send.set_status(seq, Status::Lost);
+                self.fast_resends += 1;
+            }
         }
         if self.timers.is_expired(Timer::Confirm, now) {
             self.timers.stop(Timer::Confirm);

@@ -257,6 +257,34 @@ impl Connection {
         if self.timers.get(Timer::Retransmit).is_none() {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
         }
+        self.arm_probe(now);
+    }
+
+    /// Tail loss probe (RFC 8985 §7): if ACKs stop while packets are in flight, resend the
+    /// newest after two smoothed RTTs (plus the peer's delayed-ACK wait when only one is
+    /// out), well before the RTO. Its ACK, with SACK, lets RACK find the lost tail without a
+    /// timeout. One probe per tail.
+    pub(super) fn arm_probe(&mut self, now: Instant) {
+        let Some(srtt) = self.rtt.get() else { return };
+        if self.tlp_pending || self.send.in_flight_packets() == 0 || self.state != State::Connected
+        {
+            self.timers.stop(Timer::Probe);
+            return;
+        }
+        let mut pto = (srtt * 2).max(std::time::Duration::from_millis(10));
+        if self.send.in_flight_packets() == 1 {
+            pto += self.config.delayed_ack;
+        }
+        let at = now + pto;
+        if self
+            .timers
+            .get(Timer::Retransmit)
+            .is_none_or(|rto| at < rto)
+        {
+            self.timers.set(Timer::Probe, at);
+        } else {
+            self.timers.stop(Timer::Probe);
+        }
     }
 
     pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {

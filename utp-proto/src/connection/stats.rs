@@ -42,6 +42,8 @@ pub struct ConnectionStats {
     pub fast_retransmits: u64,
     /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Tail loss probes sent (the newest packet resent before the RTO when ACKs stopped).
+    pub tail_loss_probes: u64,
     /// Congestion events reported to the controller (loss, at most one per window).
     pub congestion_events: u64,
     /// Duplicate data packets received.

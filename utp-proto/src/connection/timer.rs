@@ -19,9 +19,11 @@ pub(crate) enum Timer {
     Linger,
     /// Initiator re-acknowledges the SYN-ACK until the acceptor shows it heard us.
     Confirm,
+    /// Tail loss probe: resend the newest packet when ACKs stop before the RTO.
+    Probe,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 impl Timer {
     const ALL: [Self; COUNT] = [
@@ -32,6 +34,7 @@ impl Timer {
         Self::Idle,
         Self::Linger,
         Self::Confirm,
+        Self::Probe,
     ];
 }
 
