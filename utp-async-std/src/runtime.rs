@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::io;
+#[cfg(target_os = "linux")]
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +14,8 @@ use std::time::Instant;
 use async_io::{Async, Timer};
 use socket2::SockRef;
 use tracing::warn;
+#[cfg(target_os = "linux")]
+use utp_io::RecvMeta;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 /// Runs each socket's driver on a thread of its own under `async_io::block_on`.
@@ -58,9 +62,25 @@ impl AsyncTimer for IoTimer {
     }
 }
 
-/// A UDP socket registered with async-io's reactor; only the driver polls it.
+/// A UDP socket registered with async-io's reactor; only the driver polls it. On Linux,
+/// IPv4 sockets send with GSO and receive with GRO and `recvmmsg` ([`utp_io::batch`]).
 #[derive(Debug)]
-pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>);
+pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>, Batch);
+
+#[cfg(target_os = "linux")]
+type Batch = Option<utp_io::batch::UdpBatch>;
+#[cfg(not(target_os = "linux"))]
+type Batch = ();
+
+impl IoUdp {
+    pub(crate) fn new(socket: Async<UdpSocket>) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        let batch = utp_io::batch::UdpBatch::new(socket.get_ref())?;
+        #[cfg(not(target_os = "linux"))]
+        let batch = ();
+        Ok(Self(socket, batch))
+    }
+}
 
 impl AsyncUdpSocket for IoUdp {
     fn poll_recv_from(
@@ -94,6 +114,66 @@ impl AsyncUdpSocket for IoUdp {
 
     fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
         utp_io::set_dont_fragment(SockRef::from(self.0.get_ref()), on)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_batch_size(&self) -> usize {
+        if self.1.is_some() {
+            utp_io::batch::RECV_BATCH
+        } else {
+            1
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.0;
+        let Some(batch) = &self.1 else {
+            return try_until_ready(
+                || socket.get_ref().recv_from(&mut bufs[0]),
+                || socket.poll_readable(cx),
+            )
+            .map_ok(|(len, from)| {
+                meta[0] = RecvMeta {
+                    from,
+                    len,
+                    stride: len,
+                };
+                1
+            });
+        };
+        try_until_ready(
+            || batch.try_recv(socket.get_ref(), bufs, meta),
+            || socket.poll_readable(cx),
+        )
+    }
+
+    #[cfg(target_os = "linux")]
+    fn max_send_segments(&self) -> usize {
+        self.1.as_ref().map_or(1, |b| b.max_segments())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let socket = &self.0;
+        let Some(batch) = &self.1 else {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        };
+        try_until_ready(
+            || batch.try_send(socket.get_ref(), target, buf, segment),
+            || socket.poll_writable(cx),
+        )
     }
 }
 

@@ -72,7 +72,7 @@ impl UtpSocket {
         let runtime = AsyncIoRuntime {
             port: socket.local_addr()?.port(),
         };
-        let udp = IoUdp(Async::new(socket)?);
+        let udp = IoUdp::new(Async::new(socket)?)?;
         let inner = Socket::new(Arc::new(runtime), Arc::new(udp), config)?;
         Ok(Self { inner })
     }

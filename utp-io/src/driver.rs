@@ -3,7 +3,7 @@
 //! because one endpoint owns every connection (STYLE.md §6).
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use crate::runtime::{AsyncTimer, AsyncUdpSocket};
+use crate::runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta};
 use crate::shared::{Shared, State};
 
 /// The future that drives one socket; spawned by [`Socket::new`](crate::Socket::new).
@@ -38,7 +38,11 @@ pub(crate) struct Driver {
     /// The deadline the timer is set to, and whether it has fired since.
     armed: Option<Instant>,
     fired: bool,
-    recv_buf: Vec<u8>,
+    /// Receive buffers: one, or as many as the socket fills per batched call.
+    recv_bufs: Vec<Vec<u8>>,
+    recv_meta: Vec<RecvMeta>,
+    /// Consecutive datagrams to one destination copied together for one GSO send.
+    gso_buf: Vec<u8>,
     /// Received datagrams, back to back, and their senders and lengths.
     batch: Vec<u8>,
     batch_meta: Vec<(SocketAddr, usize)>,
@@ -70,6 +74,10 @@ struct IoResults {
     sent: u64,
     would_block: u64,
     send_errors: u64,
+    /// Sends that carried several datagrams (GSO).
+    gso_sends: u64,
+    /// Receive calls that returned data.
+    recv_calls: u64,
     /// `EMSGSIZE` answers: (destination, length), for path MTU discovery.
     too_big: Vec<(SocketAddr, usize)>,
     fatal: Option<io::Error>,
@@ -82,13 +90,16 @@ impl Driver {
         timer: Pin<Box<dyn AsyncTimer>>,
         dont_fragment: bool,
     ) -> Self {
+        let recv_batch = socket.recv_batch_size().max(1);
         Self {
             shared,
             socket,
             timer,
             armed: None,
             fired: false,
-            recv_buf: vec![0; MAX_DATAGRAM],
+            recv_bufs: (0..recv_batch).map(|_| vec![0; MAX_DATAGRAM]).collect(),
+            recv_meta: vec![RecvMeta::default(); recv_batch],
+            gso_buf: Vec::new(),
             batch: Vec::new(),
             batch_meta: Vec::with_capacity(RECV_BUDGET),
             out: (0..SEND_BUDGET)
@@ -111,11 +122,29 @@ impl Driver {
     fn recv(&mut self, cx: &mut Context<'_>) -> bool {
         self.batch.clear();
         self.batch_meta.clear();
-        for _ in 0..RECV_BUDGET {
-            match self.socket.poll_recv_from(cx, &mut self.recv_buf) {
-                Poll::Ready(Ok((len, from))) => {
-                    self.batch.extend_from_slice(&self.recv_buf[..len]);
-                    self.batch_meta.push((from, len));
+        while self.batch_meta.len() < RECV_BUDGET {
+            let mut bufs: Vec<IoSliceMut<'_>> = self
+                .recv_bufs
+                .iter_mut()
+                .map(|b| IoSliceMut::new(b))
+                .collect();
+            match self
+                .socket
+                .poll_recv_batch(cx, &mut bufs, &mut self.recv_meta)
+            {
+                Poll::Ready(Ok(n)) => {
+                    self.io.recv_calls += 1;
+                    for (m, buf) in self.recv_meta[..n].iter().zip(&self.recv_bufs) {
+                        // GRO: datagrams of one sender coalesced at a stride.
+                        let stride = if m.stride == 0 { m.len } else { m.stride };
+                        for datagram in buf[..m.len].chunks(stride.max(1)) {
+                            self.batch.extend_from_slice(datagram);
+                            self.batch_meta.push((m.from, datagram.len()));
+                        }
+                        if m.len == 0 {
+                            self.batch_meta.push((m.from, 0));
+                        }
+                    }
                 }
                 Poll::Ready(Err(e)) if is_transient(&e) => {
                     // ICMP errors reported on the socket and the like: nothing to do with
@@ -135,7 +164,38 @@ impl Driver {
 
     /// Send the pending datagrams, stopping where the socket would block.
     fn flush(&mut self, cx: &mut Context<'_>) {
+        let max_segments = self.socket.max_send_segments();
         while self.sent < self.queued {
+            if max_segments > 1 {
+                let (n, segment) = self.gso_run(max_segments);
+                if n > 1 {
+                    self.gso_buf.clear();
+                    for d in &self.out[self.sent..self.sent + n] {
+                        self.gso_buf.extend_from_slice(&d.buf);
+                    }
+                    let to = self.out[self.sent].to;
+                    match self
+                        .socket
+                        .poll_send_segments(cx, &self.gso_buf, segment, to)
+                    {
+                        Poll::Ready(Ok(())) => {
+                            self.io.sent += n as u64;
+                            self.io.gso_sends += 1;
+                            self.sent += n;
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            // Sent one by one below, which reports each datagram's error
+                            // (EMSGSIZE for path MTU discovery) as without GSO.
+                            debug!(%to, n, segment, error = %e, "GSO send failed");
+                        }
+                        Poll::Pending => {
+                            self.io.would_block += 1;
+                            return;
+                        }
+                    }
+                }
+            }
             let d = &self.out[self.sent];
             let sent = if self.dont_fragment && !d.df {
                 send_fragmentable(&*self.socket, cx, &d.buf, d.to)
@@ -165,12 +225,44 @@ impl Driver {
         self.queued = 0;
     }
 
+    /// The longest run of pending datagrams from `out[sent]` on that one GSO send can carry:
+    /// same destination, same size except a shorter last one, don't-fragment as the socket
+    /// has it, at most `max` of them and 65,507 bytes. Returns its length and segment size.
+    fn gso_run(&self, max: usize) -> (usize, usize) {
+        let first = &self.out[self.sent];
+        let segment = first.buf.len();
+        let plain = |d: &Outgoing| d.df || !self.dont_fragment;
+        if segment == 0 || !plain(first) {
+            return (1, segment);
+        }
+        let max = max.min(MAX_GSO_BYTES / segment);
+        let mut n = 1;
+        for d in &self.out[self.sent + 1..self.queued] {
+            if n >= max
+                || d.to != first.to
+                || !plain(d)
+                || d.buf.len() > segment
+                || d.buf.is_empty()
+            {
+                break;
+            }
+            n += 1;
+            if d.buf.len() < segment {
+                break;
+            }
+        }
+        (n, segment)
+    }
+
     /// Under the lock: account for the socket calls made without it.
     fn apply_io(&mut self, state: &mut State, now: Instant) {
         let io = &mut self.io;
         state.stats.datagrams_received += io.received;
         state.stats.recv_errors += io.recv_errors;
         state.stats.datagrams_sent += io.sent;
+        state.stats.gso_sends += io.gso_sends;
+        state.stats.recv_calls += io.recv_calls;
+        (io.gso_sends, io.recv_calls) = (0, 0);
         state.stats.send_would_block += io.would_block;
         state.stats.send_errors += io.send_errors;
         (
@@ -383,5 +475,7 @@ fn is_too_big(e: &io::Error) -> bool {
 pub(crate) const RECV_BUDGET: usize = 128;
 /// Datagrams collected from the endpoint per run before yielding.
 pub(crate) const SEND_BUDGET: usize = 128;
+/// Largest GSO send: one UDP datagram's worth (IPv4), e.g. 45 packets of 1452 bytes.
+const MAX_GSO_BYTES: usize = 65_507;
 /// Largest UDP payload (IPv4); uTP packets are far smaller, other datagrams may not be.
 const MAX_DATAGRAM: usize = 65_536;

@@ -123,6 +123,8 @@
 //! # }
 //! ```
 
+#[cfg(target_os = "linux")]
+pub mod batch;
 mod config;
 mod driver;
 mod glue;
@@ -134,7 +136,7 @@ mod stream;
 pub use config::{
     SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket, set_dont_fragment,
 };
-pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
+pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime};
 pub use shared::SocketStats;
 pub use socket::{Connecting, Socket};
 pub use stream::Stream;

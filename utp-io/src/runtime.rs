@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,6 +34,28 @@ pub trait AsyncTimer: Debug + Send + 'static {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 }
 
+/// One buffer filled by [`AsyncUdpSocket::poll_recv_batch`]: `len` bytes from `from`, made of
+/// datagrams of `stride` bytes each (the last may be shorter). Without GRO, `stride == len`.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvMeta {
+    /// The sender.
+    pub from: SocketAddr,
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// Size of each datagram coalesced into the buffer.
+    pub stride: usize,
+}
+
+impl Default for RecvMeta {
+    fn default() -> Self {
+        Self {
+            from: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+            stride: 0,
+        }
+    }
+}
+
 /// A non-blocking UDP socket registered with the runtime's reactor.
 ///
 /// Only the driver task calls these methods, so a runtime that remembers one waker per
@@ -58,6 +80,59 @@ pub trait AsyncUdpSocket: Debug + Send + Sync + 'static {
 
     /// The address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Buffers [`poll_recv_batch`](Self::poll_recv_batch) can fill in one call (default 1).
+    fn recv_batch_size(&self) -> usize {
+        1
+    }
+
+    /// Receive into up to `bufs.len()` buffers in one call (`recvmmsg`), each possibly
+    /// holding several datagrams of one sender at a stride (GRO); `meta[..n]` describes the
+    /// `n` buffers filled. The default receives one datagram with
+    /// [`poll_recv_from`](Self::poll_recv_from).
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        match self.poll_recv_from(cx, &mut bufs[0]) {
+            Poll::Ready(Ok((len, from))) => {
+                meta[0] = RecvMeta {
+                    from,
+                    len,
+                    stride: len,
+                };
+                Poll::Ready(Ok(1))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Datagrams one [`poll_send_segments`](Self::poll_send_segments) may carry; 1 (the
+    /// default) means no GSO, and the driver sends one datagram per call.
+    fn max_send_segments(&self) -> usize {
+        1
+    }
+
+    /// Send `buf` to `target` as datagrams of `segment` bytes each, the last possibly
+    /// shorter, in one call (GSO, `UDP_SEGMENT`). `Pending` as for
+    /// [`poll_send_to`](Self::poll_send_to): nothing was sent. Only called when
+    /// [`max_send_segments`](Self::max_send_segments) is above 1.
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let _ = (cx, buf, segment, target);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this socket has no segmentation offload",
+        )))
+    }
 
     /// Set or clear the IP don't-fragment bit for the datagrams sent from now on. The driver
     /// calls it only with [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment)

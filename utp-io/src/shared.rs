@@ -27,6 +27,10 @@ pub struct SocketStats {
     pub datagrams_received: u64,
     /// Datagrams handed to the socket (uTP and raw).
     pub datagrams_sent: u64,
+    /// Socket calls that sent several datagrams at once (GSO), part of `datagrams_sent`.
+    pub gso_sends: u64,
+    /// Socket calls that received (batched receives count once, however many they got).
+    pub recv_calls: u64,
     /// Non-uTP datagrams queued for the application.
     pub raw_received: u64,
     /// Non-uTP datagrams dropped because the application's queue was full.

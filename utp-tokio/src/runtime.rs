@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::io;
+#[cfg(target_os = "linux")]
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,6 +13,8 @@ use socket2::SockRef;
 use tokio::io::ReadBuf;
 use tokio::runtime::Handle;
 use tokio::time::Sleep;
+#[cfg(target_os = "linux")]
+use utp_io::RecvMeta;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
 
 /// The tokio runtime the socket was created on.
@@ -48,9 +52,51 @@ impl AsyncTimer for TokioTimer {
     }
 }
 
-/// A tokio UDP socket; only the driver task polls it.
+/// A tokio UDP socket; only the driver task polls it. On Linux, IPv4 sockets send with GSO
+/// and receive with GRO and `recvmmsg` ([`utp_io::batch`]).
 #[derive(Debug)]
-pub(crate) struct TokioUdp(pub(crate) tokio::net::UdpSocket);
+pub(crate) struct TokioUdp(pub(crate) tokio::net::UdpSocket, pub(crate) Batch);
+
+#[cfg(target_os = "linux")]
+pub(crate) type Batch = Option<utp_io::batch::UdpBatch>;
+#[cfg(not(target_os = "linux"))]
+pub(crate) type Batch = ();
+
+impl TokioUdp {
+    pub(crate) fn new(socket: tokio::net::UdpSocket) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        let batch = utp_io::batch::UdpBatch::new(&socket)?;
+        #[cfg(not(target_os = "linux"))]
+        let batch = ();
+        Ok(Self(socket, batch))
+    }
+
+    /// Run `op` when the socket is ready for `interest`, until it does not would-block.
+    #[cfg(target_os = "linux")]
+    fn poll_io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        interest: tokio::io::Interest,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let ready = if interest.is_readable() {
+                self.0.poll_recv_ready(cx)
+            } else {
+                self.0.poll_send_ready(cx)
+            };
+            match ready {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.0.try_io(interest, &mut op) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
 
 impl AsyncUdpSocket for TokioUdp {
     fn poll_recv_from(
@@ -81,5 +127,61 @@ impl AsyncUdpSocket for TokioUdp {
 
     fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
         utp_io::set_dont_fragment(SockRef::from(&self.0), on)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_batch_size(&self) -> usize {
+        if self.1.is_some() {
+            utp_io::batch::RECV_BATCH
+        } else {
+            1
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let Some(batch) = &self.1 else {
+            return match self.poll_recv_from(cx, &mut bufs[0]) {
+                Poll::Ready(Ok((len, from))) => {
+                    meta[0] = RecvMeta {
+                        from,
+                        len,
+                        stride: len,
+                    };
+                    Poll::Ready(Ok(1))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        };
+        self.poll_io(cx, tokio::io::Interest::READABLE, || {
+            batch.try_recv(&self.0, bufs, meta)
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn max_send_segments(&self) -> usize {
+        self.1.as_ref().map_or(1, |b| b.max_segments())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let Some(batch) = &self.1 else {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        };
+        self.poll_io(cx, tokio::io::Interest::WRITABLE, || {
+            batch.try_send(&self.0, target, buf, segment)
+        })
     }
 }

@@ -99,7 +99,7 @@ impl UtpSocket {
     ) -> io::Result<Self> {
         utp_io::configure_socket(SockRef::from(&socket), &config)?;
         let runtime = Arc::new(TokioRuntime(handle));
-        let inner = Socket::new(runtime, Arc::new(TokioUdp(socket)), config)?;
+        let inner = Socket::new(runtime, Arc::new(TokioUdp::new(socket)?), config)?;
         Ok(Self { inner })
     }
 
