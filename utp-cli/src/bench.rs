@@ -90,18 +90,8 @@ impl Measure {
 }
 
 pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) if e.use_stderr() => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                e.render().to_string().trim().to_string(),
-            ));
-        }
-        Err(e) => {
-            print!("{e}");
-            return Ok(());
-        }
+    let Some(args) = crate::parse_args::<Args>(args)? else {
+        return Ok(());
     };
     crate::init_logging(args.debug);
     if args.streams == 0 || args.size == 0 {
@@ -220,6 +210,33 @@ fn tick(bar: ProgressBar, counter: Arc<AtomicU64>) -> tokio::task::JoinHandle<()
     })
 }
 
+/// Read `stream` to its end, adding each chunk to `counter`; returns the bytes read.
+async fn drain(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    counter: &AtomicU64,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Write `left` bytes of [`BLOCK`] to `stream`.
+async fn fill(stream: &mut (impl tokio::io::AsyncWrite + Unpin), mut left: u64) -> io::Result<()> {
+    while left > 0 {
+        let n = left.min(BLOCK.len() as u64) as usize;
+        stream.write_all(&BLOCK[..n]).await?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 /// What senders write: a fixed 64 KiB block (content does not matter for throughput).
 static BLOCK: [u8; 65_536] = [0x5a; 65_536];
 
@@ -249,18 +266,9 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
         for _ in 0..streams {
             let (mut stream, _) = server.accept().await?;
             let counter = counter.clone();
-            readers.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut total = 0u64;
-                loop {
-                    let n = stream.read(&mut buf).await?;
-                    if n == 0 {
-                        return Ok::<_, io::Error>(total);
-                    }
-                    total += n as u64;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }));
+            readers.push(tokio::spawn(
+                async move { drain(&mut stream, &counter).await },
+            ));
         }
         let mut total = 0;
         for r in readers {
@@ -272,14 +280,10 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     let mut senders = Vec::new();
     for i in 0..streams {
         let client = client.clone();
-        let mut left = share(bytes, streams, i);
+        let left = share(bytes, streams, i);
         senders.push(tokio::spawn(async move {
             let mut stream = client.connect(addr).await?;
-            while left > 0 {
-                let n = left.min(BLOCK.len() as u64) as usize;
-                stream.write_all(&BLOCK[..n]).await?;
-                left -= n as u64;
-            }
+            fill(&mut stream, left).await?;
             stream.shutdown().await?;
             // Keep the stream until the receiver has everything, so its statistics are
             // final; dropping it would only close it gracefully.
@@ -328,18 +332,9 @@ async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
         for _ in 0..streams {
             let (mut stream, _) = listener.accept().await?;
             let counter = counter.clone();
-            readers.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut total = 0u64;
-                loop {
-                    let n = stream.read(&mut buf).await?;
-                    if n == 0 {
-                        return Ok::<_, io::Error>(total);
-                    }
-                    total += n as u64;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }));
+            readers.push(tokio::spawn(
+                async move { drain(&mut stream, &counter).await },
+            ));
         }
         let mut total = 0;
         for r in readers {
@@ -349,14 +344,10 @@ async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     });
     let mut senders = Vec::new();
     for i in 0..streams {
-        let mut left = share(bytes, streams, i);
+        let left = share(bytes, streams, i);
         senders.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await?;
-            while left > 0 {
-                let n = left.min(BLOCK.len() as u64) as usize;
-                stream.write_all(&BLOCK[..n]).await?;
-                left -= n as u64;
-            }
+            fill(&mut stream, left).await?;
             stream.shutdown().await
         }));
     }

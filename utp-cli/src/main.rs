@@ -45,6 +45,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parse arguments with clap: `Ok(None)` after printing `--help` or `--version` (not
+/// errors), an `InvalidInput` error with clap's message for bad arguments.
+fn parse_args<T: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> std::io::Result<Option<T>> {
+    match T::try_parse_from(args) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if e.use_stderr() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            e.render().to_string().trim().to_string(),
+        )),
+        Err(e) => {
+            print!("{e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Install a log subscriber on stderr: `warn` by default, `debug`/`trace` with `-d`/`-dd`,
 /// or whatever `RUST_LOG` says.
 fn init_logging(verbosity: u8) {

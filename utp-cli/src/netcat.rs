@@ -42,19 +42,8 @@ struct Args {
 }
 
 pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) if e.use_stderr() => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                e.render().to_string().trim().to_string(),
-            ));
-        }
-        Err(e) => {
-            // --help and --version are not errors.
-            print!("{e}");
-            return Ok(());
-        }
+    let Some(args) = crate::parse_args::<Args>(args)? else {
+        return Ok(());
     };
     crate::init_logging(args.debug);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,7 +18,7 @@ mod send;
 mod sink;
 
 use std::ffi::OsString;
-use std::io::{self, Write as _};
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -42,17 +42,9 @@ pub(crate) fn main(command: &str, args: Vec<OsString>) -> io::Result<()> {
 /// Parse clap arguments the way the rest of the binary does: usage errors become one
 /// `InvalidInput` line, `--help` prints and exits cleanly.
 fn parse<A: Parser>(args: Vec<OsString>) -> io::Result<A> {
-    match A::try_parse_from(args) {
-        Ok(a) => Ok(a),
-        Err(e) if e.use_stderr() => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            e.render().to_string().trim().to_string(),
-        )),
-        Err(e) => {
-            // --help: print it (a closed pipe is no error) and stop.
-            let _ = write!(io::stdout(), "{e}");
-            std::process::exit(0);
-        }
+    match crate::parse_args::<A>(args)? {
+        Some(a) => Ok(a),
+        None => std::process::exit(0),
     }
 }
 
