@@ -496,8 +496,7 @@ impl Endpoint {
     }
 
     fn timestamp(&self, now: Instant) -> Timestamp {
-        // The low 32 bits of microseconds since the epoch, like every connection's stamps.
-        Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32)
+        Timestamp::since(self.epoch, now)
     }
 
     fn conn(&self, ch: ConnectionHandle) -> Option<&Connection> {

@@ -86,6 +86,14 @@ impl fmt::Display for SeqNr {
 pub struct Timestamp(pub u32);
 
 impl Timestamp {
+    /// The wire timestamp of `now`: the low 32 bits of microseconds since `epoch` (peers use
+    /// only differences, so each endpoint picks its own epoch).
+    #[inline]
+    #[must_use]
+    pub fn since(epoch: std::time::Instant, now: std::time::Instant) -> Self {
+        Self(now.saturating_duration_since(epoch).as_micros() as u32)
+    }
+
     /// Microseconds from `earlier` to `self`, wrapping (what a receiver computes as
     /// `timestamp_difference`).
     #[inline]

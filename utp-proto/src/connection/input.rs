@@ -61,9 +61,8 @@ impl Connection {
         }
         // The reset names a packet of ours: its ack_nr must be one we could have sent
         // (libtorrent only acts on resets with a valid ack_nr, LCL:1212).
-        let hi = self.send.next_seq();
-        let lo = self.send.first_seq().sub(ACK_SLACK + 1);
-        if lo.distance_to(header.ack_nr) > lo.distance_to(hi) {
+        // A reset may also answer our latest ST_STATE, numbered with the next sequence number.
+        if !self.ack_names_ours(header.ack_nr, self.send.next_seq()) {
             return false;
         }
         let error = match self.state {
@@ -220,8 +219,12 @@ impl Connection {
     /// An `ack_nr` is believable if it names a packet we sent, or one a few packets below
     /// the oldest outstanding one (libutp's `ACK_NR_ALLOWED_WINDOW`).
     pub(super) fn ack_is_valid(&self, ack_nr: SeqNr) -> bool {
+        self.ack_names_ours(ack_nr, self.send.next_seq().prev())
+    }
+
+    /// `ack_nr` lies between a few packets below the oldest outstanding one and `hi`.
+    fn ack_names_ours(&self, ack_nr: SeqNr, hi: SeqNr) -> bool {
         let lo = self.send.first_seq().sub(ACK_SLACK + 1);
-        let hi = self.send.next_seq().prev();
         lo.distance_to(ack_nr) <= lo.distance_to(hi)
     }
 

@@ -386,8 +386,7 @@ impl Connection {
     }
 
     fn timestamp(&self, now: Instant) -> Timestamp {
-        // Wire timestamps are the low 32 bits of microseconds since the endpoint's epoch.
-        Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32)
+        Timestamp::since(self.epoch, now)
     }
 
     fn mss(&self) -> usize {

@@ -63,7 +63,7 @@ impl Connection {
         }
         // A lost packet waiting for window room goes before new data: after the path MTU
         // drops, lost packets are larger than new ones, which would take the room instead.
-        if self.send.first_lost().is_none()
+        if self.send.lost_packets() == 0
             && let Some(t) = self.transmit_new(now, buf)
         {
             return Some(t);
