@@ -106,6 +106,24 @@ pub struct EndpointStats {
     pub connections_initiated: u64,
     /// Connections currently held, in any state.
     pub connections: usize,
+    /// ICMP errors ([`Endpoint::handle_icmp_error`]) that reached a connection.
+    pub icmp_errors: u64,
+    /// ICMP errors about no connection we know (or an unreadable quoted datagram), ignored.
+    pub icmp_ignored: u64,
+}
+
+/// An ICMP error about a datagram we sent, for [`Endpoint::handle_icmp_error`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum IcmpError {
+    /// Port, host or network unreachable, or communication administratively prohibited
+    /// (ICMP type 3 / ICMPv6 type 1).
+    Unreachable,
+    /// Fragmentation needed (ICMP type 3 code 4) or packet too big (ICMPv6 type 2).
+    PacketTooBig {
+        /// The next-hop MTU the router reported (the whole IP packet), if any.
+        mtu: Option<u32>,
+    },
 }
 
 /// A snapshot of what an [`Endpoint`] holds, from [`Endpoint::resource_usage`].
@@ -418,6 +436,71 @@ impl Endpoint {
             }
             self.after(slot, now);
         }
+    }
+
+    /// The OS reported an ICMP error for a datagram we sent to `destination` (on Linux, read
+    /// from the socket's error queue with `IP_RECVERR`/`IPV6_RECVERR`). `original` is the
+    /// datagram the error is about, as the OS returns it (its first 20 bytes suffice): its
+    /// connection id names the connection, as libutp's `utp_process_icmp_error` does.
+    ///
+    /// - [`IcmpError::Unreachable`] while connecting ends the attempt with
+    ///   [`ConnectionError::Refused`](crate::ConnectionError::Refused); on an open
+    ///   connection it ends it with [`ConnectionError::Reset`](crate::ConnectionError::Reset)
+    ///   (libutp), or closes it cleanly when only our FIN to a finished peer was outstanding.
+    /// - [`IcmpError::PacketTooBig`] feeds path MTU discovery like
+    ///   [`handle_too_big`](Self::handle_too_big).
+    ///
+    /// Returns whether a connection took the error; others are counted in
+    /// [`EndpointStats::icmp_ignored`]. ICMP is unauthenticated: an attacker who knows the
+    /// 4-tuple and connection id can end a connection this way, as with `ST_RESET`.
+    pub fn handle_icmp_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        original: &[u8],
+        error: IcmpError,
+    ) -> bool {
+        let now = self.clamp(now);
+        let Some(slot) = self.icmp_target(destination, original) else {
+            self.stats.icmp_ignored += 1;
+            return false;
+        };
+        self.stats.icmp_errors += 1;
+        if let Some(conn) = self.connections[slot].as_mut() {
+            match error {
+                IcmpError::Unreachable => conn.handle_unreachable(now),
+                IcmpError::PacketTooBig { mtu } => {
+                    // The datagram that did not fit, or the largest one the reported MTU
+                    // admits plus one, whichever says more.
+                    let overhead = if destination.is_ipv4() { 28 } else { 48 };
+                    let len = match mtu {
+                        Some(m) => original.len().min((m as usize).saturating_sub(overhead) + 1),
+                        None => original.len(),
+                    };
+                    conn.handle_too_big(now, len);
+                }
+            }
+        }
+        self.after(slot, now);
+        true
+    }
+
+    /// The connection a datagram we sent belonged to: a SYN carries our receive id, every
+    /// other packet our send id, which is our receive id ± 1.
+    fn icmp_target(&self, destination: SocketAddr, original: &[u8]) -> Option<usize> {
+        let h = Header::decode(original).ok()?;
+        let id = h.connection_id;
+        if h.packet_type == PacketType::Syn {
+            return self.by_id.get(&(destination, id)).copied();
+        }
+        [id.wrapping_sub(1), id.wrapping_add(1)]
+            .into_iter()
+            .filter_map(|r| self.by_id.get(&(destination, r)).copied())
+            .find(|&slot| {
+                self.connections[slot]
+                    .as_ref()
+                    .is_some_and(|c| c.send_id() == id)
+            })
     }
 
     /// Run timers that are due. Calling it early or twice is harmless.

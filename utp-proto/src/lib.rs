@@ -118,7 +118,7 @@ use std::net::SocketAddr;
 
 pub use config::{ConfigError, ConnectionConfig, EndpointConfig};
 pub use connection::{ConnectionError, ConnectionStats, ReadError, WriteError};
-pub use endpoint::{ConnectError, Endpoint, EndpointStats, ResourceUsage};
+pub use endpoint::{ConnectError, Endpoint, EndpointStats, IcmpError, ResourceUsage};
 pub use packet::{Packet, PacketType, ParseError};
 pub use seq::{SeqNr, Timestamp};
 
@@ -169,6 +169,10 @@ pub enum Event {
     Writable,
     /// The peer sent FIN and every byte before it arrived: reads end with `Ok(0)`.
     PeerFinished,
+    /// The peer acknowledged our FIN: every byte written before
+    /// [`Endpoint::shutdown`] or [`Endpoint::close`] reached it. A program that waits for
+    /// this (or [`Event::Closed`]) before it exits loses nothing, like TCP with `SO_LINGER`.
+    WriteFinished,
     /// The connection ended: gracefully (`error: None`) after both FINs were acknowledged,
     /// or with an error. Buffered bytes can still be read.
     Closed {

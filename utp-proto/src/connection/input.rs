@@ -33,6 +33,25 @@ impl Connection {
         }
     }
 
+    /// An ICMP unreachable error about a packet we sent (libutp's
+    /// `utp_process_icmp_error`): refused while connecting, reset once open. When the peer
+    /// finished and holds all our data but our FIN, the peer is simply gone: a close.
+    pub(crate) fn handle_unreachable(&mut self, _now: Instant) {
+        let error = match self.state {
+            State::Closed => return,
+            State::SynSent => ConnectionError::Refused,
+            // The initiator's port is gone before it verified us: forget it silently.
+            State::SynReceived => ConnectionError::TimedOut,
+            State::Connected if self.recv.fin_reached() && self.only_fin_outstanding() => {
+                self.enter_closed(None);
+                return;
+            }
+            State::Connected => ConnectionError::Reset,
+        };
+        debug!(remote = %self.remote, ?error, "ICMP unreachable");
+        self.enter_closed(Some(error));
+    }
+
     /// A duplicate SYN for this acceptor: answer with the identical SYN-ACK.
     pub(crate) fn handle_syn(&mut self, now: Instant, syn: &Header) -> bool {
         if self.side == Side::Server
@@ -411,7 +430,7 @@ impl Connection {
             self.cwnd_blocked = false;
         }
         if newly_acked_fin {
-            self.fin_acked = true;
+            self.set_fin_acked();
         }
         if progress {
             self.tlp_pending = false;

@@ -511,6 +511,17 @@ impl Connection {
         }
     }
 
+    /// Our FIN is acknowledged (or, for a peer that finished and freed its side, needs no
+    /// acknowledgement): every byte we wrote was delivered.
+    fn set_fin_acked(&mut self) {
+        if !self.fin_acked {
+            self.fin_acked = true;
+            if self.is_known_to_app() {
+                self.events.push_back(Event::WriteFinished);
+            }
+        }
+    }
+
     fn start_linger(&mut self, now: Instant) {
         if self.timers.get(Timer::Linger).is_none() {
             self.timers.set(Timer::Linger, now + self.config.linger);
@@ -655,7 +666,7 @@ impl Connection {
                     // acknowledged and never acknowledges ours; nothing was lost, so this is a
                     // close, not a failure.
                     debug!(remote = %self.remote, "FIN unacknowledged by a finished peer");
-                    self.fin_acked = true;
+                    self.set_fin_acked();
                     self.check_finished(now);
                     return;
                 }

@@ -189,7 +189,7 @@ impl Connection {
                     // once their own FIN is acknowledged and never acknowledge ours; a
                     // retransmission would only draw a reset or silence. The peer has all our
                     // data (only the FIN is outstanding): we are done.
-                    self.fin_acked = true;
+                    self.set_fin_acked();
                     self.check_finished(now);
                 }
                 return Some(t);

@@ -141,6 +141,32 @@ impl Header {
         n
     }
 
+    /// The 20-byte header at the start of `buf`, without looking at extensions or payload
+    /// (for a datagram an ICMP error quoted, which may be cut short).
+    pub fn decode(buf: &[u8]) -> Result<Self, ParseError> {
+        let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
+            return Err(ParseError::TooShort(buf.len()));
+        };
+        let version = h[0] & 0x0f;
+        if version != VERSION {
+            return Err(ParseError::BadVersion(version));
+        }
+        let Some(packet_type) = PacketType::from_u8(h[0] >> 4) else {
+            return Err(ParseError::BadType(h[0] >> 4));
+        };
+        let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+        let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        Ok(Self {
+            packet_type,
+            connection_id: be16(2),
+            timestamp: Timestamp(be32(4)),
+            timestamp_difference: be32(8),
+            wnd_size: be32(12),
+            seq_nr: SeqNr(be16(16)),
+            ack_nr: SeqNr(be16(18)),
+        })
+    }
+
     /// Append the header and the extension chain to `out`; the caller appends the payload.
     pub fn encode(&self, ext: &OutgoingExtensions<'_>, out: &mut Vec<u8>) {
         let first_ext = if ext.sack.is_some() {
@@ -202,27 +228,8 @@ impl<'a> Packet<'a> {
     /// whose length is not 4 is skipped like any unknown extension, as libtorrent does; the
     /// first of several SACKs wins.
     pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
-        let Some((h, mut rest)) = buf.split_first_chunk::<HEADER_LEN>() else {
-            return Err(ParseError::TooShort(buf.len()));
-        };
-        let version = h[0] & 0x0f;
-        if version != VERSION {
-            return Err(ParseError::BadVersion(version));
-        }
-        let Some(packet_type) = PacketType::from_u8(h[0] >> 4) else {
-            return Err(ParseError::BadType(h[0] >> 4));
-        };
-        let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
-        let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let header = Header {
-            packet_type,
-            connection_id: be16(2),
-            timestamp: Timestamp(be32(4)),
-            timestamp_difference: be32(8),
-            wnd_size: be32(12),
-            seq_nr: SeqNr(be16(16)),
-            ack_nr: SeqNr(be16(18)),
-        };
+        let header = Header::decode(buf)?;
+        let (h, mut rest) = buf.split_at(HEADER_LEN);
         let mut sack = None;
         let mut extension_bits = false;
         let mut close_reason = None;
