@@ -474,7 +474,9 @@ impl Endpoint {
                     // admits plus one, whichever says more.
                     let overhead = if destination.is_ipv4() { 28 } else { 48 };
                     let len = match mtu {
-                        Some(m) => original.len().min((m as usize).saturating_sub(overhead) + 1),
+                        Some(m) => original
+                            .len()
+                            .min((m as usize).saturating_sub(overhead) + 1),
                         None => original.len(),
                     };
                     conn.handle_too_big(now, len);
@@ -729,7 +731,7 @@ impl Endpoint {
             self.settle(victim, now);
         }
         let isn = SeqNr(self.rng.next_u32() as u16);
-        let mut conn = Connection::accept(
+        let conn = Connection::accept(
             now,
             self.epoch,
             remote,
@@ -737,7 +739,6 @@ impl Endpoint {
             isn,
             self.config.connection.clone(),
         );
-        conn.set_peer_is_libutp(packet.has_extension_bits());
         let ch = self.insert(conn);
         self.unverified.push_back((now, ch.0));
         trace!(%remote, conn_id = h.connection_id, "SYN received");
@@ -776,20 +777,24 @@ impl Endpoint {
             if h.packet_type == PacketType::State {
                 // An acknowledgement needs no answer.
                 self.stats.time_wait_ignored += 1;
-            } else if self.stray_replies.len() >= MAX_STRAY_REPLIES {
+            } else if self.stray_replies.len() + 2 > MAX_STRAY_REPLIES {
                 self.stats.time_wait_acks_suppressed += 1;
             } else {
                 self.stats.time_wait_acks += 1;
-                let ack = Header {
-                    packet_type: PacketType::State,
-                    connection_id: tw.send_id,
-                    timestamp: self.timestamp(now),
-                    timestamp_difference: 0,
-                    wnd_size: 0,
-                    seq_nr: tw.seq_nr,
-                    ack_nr: tw.ack_nr,
-                };
-                self.stray_replies.push_back((remote, ack));
+                // Numbered past our FIN for libutp, and like the FIN for libtorrent
+                // (`Connection::state_seq`): each peer takes one of the two.
+                for seq_nr in [tw.seq_nr, tw.seq_nr.prev()] {
+                    let ack = Header {
+                        packet_type: PacketType::State,
+                        connection_id: tw.send_id,
+                        timestamp: self.timestamp(now),
+                        timestamp_difference: 0,
+                        wnd_size: 0,
+                        seq_nr,
+                        ack_nr: tw.ack_nr,
+                    };
+                    self.stray_replies.push_back((remote, ack));
+                }
             }
             return;
         }

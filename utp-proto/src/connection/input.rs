@@ -123,7 +123,6 @@ impl Connection {
                 // The SYN-ACK's seq_nr is the acceptor's first data seq (not incremented,
                 // UI:2988-2991); a data packet that overtook a lost SYN-ACK carries it too.
                 self.recv.set_ack_nr(h.seq_nr.prev());
-                self.peer_is_libutp = packet.has_extension_bits();
                 self.state = State::Connected;
                 self.events.push_back(Event::Connected);
                 self.confirm_pending = true;
@@ -167,12 +166,7 @@ impl Connection {
                 self.on_inserted(result);
             }
             PacketType::Fin => {
-                // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859). A close
-                // reason on it says the peer is libtorrent, which frees its socket as soon as
-                // this FIN is acknowledged (INTEROP §6).
-                if packet.close_reason().is_some() {
-                    self.peer_is_libtorrent = true;
-                }
+                // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
                 let result = self.recv.insert(h.seq_nr, &[], true);
                 self.on_inserted(result);
             }

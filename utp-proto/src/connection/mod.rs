@@ -96,10 +96,9 @@ pub(crate) struct Connection {
     released: bool,
     /// The application was told about this connection (initiator, or verified acceptor).
     announced: bool,
-    /// The peer is libutp (Transmission, uTorrent), which numbers post-FIN acks differently.
-    peer_is_libutp: bool,
-    /// The peer's FIN carried libtorrent's close reason.
-    peer_is_libtorrent: bool,
+    /// A copy of the `ST_STATE` just sent, numbered with our FIN's own sequence number, is
+    /// due (see [`Connection::state_seq`]).
+    ack_twin: Option<SeqNr>,
     error: Option<ConnectionError>,
     /// Acceptor: the initiator's SYN sequence number and our SYN-ACK, for duplicate SYNs.
     syn_seq: SeqNr,
@@ -255,8 +254,7 @@ impl Connection {
             peer_finished_signalled: false,
             released: false,
             announced: side == Side::Client,
-            peer_is_libutp: false,
-            peer_is_libtorrent: false,
+            ack_twin: None,
             error: None,
             syn_seq: SeqNr(0),
             syn_ack: None,
@@ -316,6 +314,7 @@ impl Connection {
         self.state == State::Closed
             && !self.send_reset
             && !self.ack_now
+            && self.ack_twin.is_none()
             && (self.released || !self.announced)
     }
 
@@ -326,11 +325,6 @@ impl Connection {
             .then(|| (self.send_id, self.state_seq(), self.recv.ack_nr()))
     }
 
-    /// `seq_nr` of our `ST_STATE`: the next sequence number, except after our FIN toward a
-    /// peer that is not libutp. libtorrent drops every packet numbered past the FIN it got
-    /// (LS:2619-2628), so it must see the FIN's own number, as BEP 29 says; libutp ignores
-    /// the acks of a `ST_STATE` numbered like the FIN (UI:1887-1900), so it gets FIN + 1
-    /// (PROTOCOL §10.1). We accept either from peers.
     /// How much later than a delivered packet another may arrive before it counts as lost:
     /// a quarter of the minimum RTT (RFC 8985 §6.2), at least a millisecond.
     pub(super) fn reordering_window(&self) -> std::time::Duration {
@@ -338,16 +332,24 @@ impl Connection {
         self.rtt.min().map_or(MIN, |m| (m / 4).max(MIN))
     }
 
+    /// `seq_nr` of our `ST_STATE`: the next sequence number, as libutp and libtorrent send
+    /// (UI:783; LS:1625-1628). After our FIN the two disagree on what "next" is, and each
+    /// ignores a `ST_STATE` numbered the other way once it holds that FIN: libutp counts the
+    /// FIN and takes only FIN + 1 (a lower number is an old packet, UI:1887-1900); libtorrent
+    /// does not count it and drops anything numbered past the FIN it got (LS:2615-2628). So
+    /// once the peer has acknowledged our FIN, each `ST_STATE` goes out twice, numbered
+    /// FIN + 1 and then FIN (the twin, [`Connection::twin_seq`]): every peer takes exactly
+    /// one, without guessing what the peer is. Before that acknowledgement a single FIN + 1
+    /// suits a peer that has not seen the FIN; a cumulative ACK repeats anything lost to a
+    /// libtorrent that has. We accept either numbering from peers (a `ST_STATE`'s number is
+    /// never checked).
     pub(super) fn state_seq(&self) -> SeqNr {
-        match self.fin_seq {
-            Some(fin) if !self.peer_is_libutp => fin,
-            _ => self.send.next_seq(),
-        }
+        self.send.next_seq()
     }
 
-    /// Whether the peer's SYN or SYN-ACK carried libutp's extension-bits record.
-    pub(crate) fn set_peer_is_libutp(&mut self, libutp: bool) {
-        self.peer_is_libutp = libutp;
+    /// The twin's number, when a `ST_STATE` needs one: our FIN's, once it is acknowledged.
+    pub(super) fn twin_seq(&self) -> Option<SeqNr> {
+        self.fin_seq.filter(|_| self.fin_acked)
     }
 
     /// Cumulative `(invalid acks, dropped data packets, packets after the end)`, for the

@@ -29,6 +29,10 @@ impl Connection {
             let h = self.header(now, PacketType::Reset, self.send.next_seq());
             return Some(self.emit(&h, buf, false));
         }
+        if let Some(seq) = self.ack_twin.take() {
+            let h = self.header(now, PacketType::State, seq);
+            return Some(self.emit(&h, buf, true));
+        }
         match self.state {
             State::SynSent => return self.transmit_syn(now, buf),
             State::SynReceived => {
@@ -180,19 +184,7 @@ impl Connection {
                 self.arm_retransmit(now);
                 self.cc.on_sent(now, 0, self.send.in_flight_bytes());
                 debug!(remote = %self.remote, %seq, "sending FIN");
-                let t = self.transmit_record(now, seq, Kind::Fin, buf);
-                if (self.peer_is_libutp || self.peer_is_libtorrent)
-                    && self.recv.fin_reached()
-                    && self.send.outstanding() == 1
-                {
-                    // libutp (UI:2178-2183) and libtorrent (LS:3176-3201) free their socket
-                    // once their own FIN is acknowledged and never acknowledge ours; a
-                    // retransmission would only draw a reset or silence. The peer has all our
-                    // data (only the FIN is outstanding): we are done.
-                    self.set_fin_acked();
-                    self.check_finished(now);
-                }
-                return Some(t);
+                return Some(self.transmit_record(now, seq, Kind::Fin, buf));
             }
             return None;
         }
@@ -290,6 +282,7 @@ impl Connection {
     pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {
         self.stats.acks_sent += 1;
         let h = self.header(now, PacketType::State, self.state_seq());
+        self.ack_twin = self.twin_seq();
         self.emit(&h, buf, true)
     }
 
