@@ -123,16 +123,25 @@ impl ConnectionConfig {
         self
     }
 
-    /// Send an acknowledgement after this long without sending anything, so NATs keep the
-    /// mapping (default 29 s, libutp's `KEEPALIVE_INTERVAL`; `None` disables).
+    /// After this long without sending anything while nothing is outstanding, send a
+    /// keepalive the peer must answer (default 10 s; `None` disables): an empty `ST_DATA`
+    /// numbered like our last packet, which the peer already has. libutp re-acknowledges an
+    /// old packet (UI:1890-1893), libtorrent acknowledges every `ST_DATA` (LS:2976-2997), and
+    /// so do we, so the answer proves the peer is alive and keeps NAT mappings open (libutp
+    /// sends an unanswered `ST_STATE` every 29 s for the NAT alone). Must be shorter than
+    /// [`idle_timeout`](Self::idle_timeout); at the defaults three keepalives go unanswered
+    /// before a connection is declared dead.
     pub fn keepalive(&mut self, interval: Option<Duration>) -> &mut Self {
         self.keepalive = interval;
         self
     }
 
-    /// Fail the connection with `TimedOut` after this long without receiving anything
-    /// (default `None`: libtorrent sends no keepalives, so an idle libtorrent peer would look
-    /// dead).
+    /// Fail the connection with [`ConnectionError::TimedOut`](crate::ConnectionError::TimedOut)
+    /// after this long without receiving anything (default 30 s; `None` disables). With
+    /// keepalives on, this is how a connection with nothing to send learns its peer is gone
+    /// (killed, unplugged, NAT mapping lost): reads and writes then fail with `TimedOut`.
+    /// libutp has no such timer (a dead idle peer is never noticed there) and libtorrent
+    /// none at the uTP level.
     pub fn idle_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.idle_timeout = timeout;
         self
@@ -195,6 +204,16 @@ impl ConnectionConfig {
         if self.linger.is_zero() {
             return bad("linger must be non-zero");
         }
+        if let (Some(k), Some(idle)) = (self.keepalive, self.idle_timeout)
+            && k >= idle
+        {
+            return bad("keepalive must be shorter than idle_timeout");
+        }
+        if self.keepalive.is_some_and(|k| k.is_zero())
+            || self.idle_timeout.is_some_and(|t| t.is_zero())
+        {
+            return bad("keepalive and idle_timeout must be non-zero");
+        }
         Ok(())
     }
 }
@@ -214,8 +233,8 @@ impl Default for ConnectionConfig {
             max_retransmits: 4,
             delayed_ack: Duration::from_millis(10),
             nagle: true,
-            keepalive: Some(Duration::from_secs(29)),
-            idle_timeout: None,
+            keepalive: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(30)),
             linger: Duration::from_secs(10),
             max_zero_window_probe_interval: Duration::from_secs(15),
             controller: Arc::new(LedbatConfig::default()),

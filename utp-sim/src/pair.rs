@@ -58,6 +58,8 @@ pub struct AppConfig {
     pub close_when_done: bool,
     /// Send our FIN only after the peer's arrived (the peer closes first).
     pub finish_after_peer: bool,
+    /// Never send our FIN: once everything is written the connection sits idle, open.
+    pub keep_open: bool,
 }
 
 impl AppConfig {
@@ -69,6 +71,7 @@ impl AppConfig {
             read_budget: None,
             close_when_done: true,
             finish_after_peer: false,
+            keep_open: false,
         }
     }
 
@@ -226,6 +229,7 @@ impl App {
                 }
             }
             if self.written == self.config.send
+                && !self.config.keep_open
                 && !self.shut_down
                 && (!self.config.finish_after_peer || self.eof)
             {

@@ -292,8 +292,8 @@ fn vanished_peer_times_out_after_the_configured_retries() {
     pair.drive_until(100_000, |p| p.server.app.received.len() > 100_000);
     // The server vanishes: nothing gets through any more.
     pair.set_filter(|_, _, _| Verdict::Drop);
-    // The server has nothing to send and no idle timeout: it keeps its keepalives going, so
-    // drive until the client gave up rather than until idle.
+    // The server has nothing to send: it keeps its keepalives going until its idle timeout,
+    // so drive until the client gave up rather than until idle.
     assert!(pair.drive_until(100_000, |p| p.client.app.freed));
     let c = &pair.client.app;
     assert_eq!(c.error(), Some(ConnectionError::TimedOut), "{:?}", c.events);
@@ -303,6 +303,68 @@ fn vanished_peer_times_out_after_the_configured_retries() {
         "max_retransmits(3): the fourth timeout gives up"
     );
     assert!(c.freed);
+}
+
+/// Both applications keep their connection open with nothing more to send.
+fn hold_open(bytes: usize) -> AppConfig {
+    AppConfig {
+        keep_open: true,
+        ..AppConfig::bulk(bytes)
+    }
+}
+
+#[test]
+fn dead_idle_peer_is_noticed_with_the_default_config() {
+    init_tracing();
+    // Issue 15, item 4: a receiver with nothing outstanding whose sender is killed. With the
+    // default config it must learn within 30 s that the peer is gone.
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 21);
+    pair.start_transfer(hold_open(100_000), hold_open(0));
+    assert!(pair.drive_until(100_000, |p| p.server.app.received.len() == 100_000));
+    // Let the last acknowledgements settle, then the client vanishes (SIGKILL: no FIN, no
+    // reset, nothing ever again).
+    let settled = pair.elapsed() + ms(500);
+    pair.drive_until(100_000, |p| p.elapsed() >= settled);
+    let killed_at = pair.elapsed();
+    pair.set_filter(|_, _, _| Verdict::Drop);
+    assert!(pair.drive_until(1_000_000, |p| p.server.app.error().is_some()));
+    let s = &pair.server.app;
+    assert_eq!(s.error(), Some(ConnectionError::TimedOut), "{:?}", s.events);
+    // Counted from the kill; packets already on the 10 ms link still arrive after it.
+    let noticed = pair.elapsed() - killed_at;
+    assert!(
+        noticed <= Duration::from_secs(30) + ms(10),
+        "noticed after {noticed:?}"
+    );
+    let stats = s.final_stats.clone().expect("stats");
+    assert!(stats.keepalives_sent >= 2, "{stats:?}");
+}
+
+#[test]
+fn live_idle_peer_without_keepalives_is_kept_for_ten_minutes_despite_loss() {
+    init_tracing();
+    // A peer like libtorrent, which sends no keepalives and has no idle timer of its own,
+    // answers ours: an idle connection lives on, also when 10 % of packets are lost.
+    let mut quiet = EndpointConfig::default();
+    quiet.connection_mut().keepalive(None).idle_timeout(None);
+    let link = LinkConfig::perfect().with_latency(ms(40)).with_loss(0.10);
+    let mut pair = Pair::with_config(EndpointConfig::default(), quiet, link.clone(), link, 22);
+    pair.start_transfer(hold_open(50_000), hold_open(0));
+    assert!(pair.drive_until(1_000_000, |p| p.elapsed() >= Duration::from_secs(600)));
+    let c = &pair.client.app;
+    assert_eq!(c.error(), None, "{:?}", c.events);
+    assert_eq!(pair.server.app.received.len(), 50_000);
+    let stats = pair
+        .client
+        .endpoint
+        .connection_stats(c.handle.expect("handle"))
+        .expect("open");
+    // One keepalive per 10 s of silence, a few more where one was lost.
+    assert!(
+        (55..=75).contains(&stats.keepalives_sent),
+        "{} keepalives",
+        stats.keepalives_sent
+    );
 }
 
 #[test]

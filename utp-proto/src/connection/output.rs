@@ -72,10 +72,10 @@ impl Connection {
         {
             return Some(t);
         }
-        if self.ack_due(now) || self.send_keepalive {
-            if self.send_keepalive {
-                self.stats.keepalives_sent += 1;
-            }
+        if std::mem::take(&mut self.send_keepalive) && self.send.outstanding() == 0 {
+            return Some(self.transmit_keepalive(now, buf));
+        }
+        if self.ack_due(now) {
             if self.confirm_pending {
                 let d = self.rtt.base_rto() * (1 << self.confirm_backoff.min(8));
                 self.timers.set(Timer::Confirm, now + d);
@@ -277,6 +277,16 @@ impl Connection {
         } else {
             self.timers.stop(Timer::Probe);
         }
+    }
+
+    /// A keepalive that must be answered: an empty `ST_DATA` numbered like our newest packet,
+    /// which the peer already holds (nothing is outstanding), so it is an old duplicate to
+    /// every implementation, acknowledged and otherwise ignored
+    /// ([`ConnectionConfig::keepalive`](crate::ConnectionConfig::keepalive)).
+    pub(super) fn transmit_keepalive(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {
+        self.stats.keepalives_sent += 1;
+        let h = self.header(now, PacketType::Data, self.send.next_seq().prev());
+        self.emit(&h, buf, false)
     }
 
     pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut Vec<u8>) -> Transmit {
