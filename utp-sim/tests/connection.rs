@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use utp_proto::packet::{Header, OutgoingExtensions, PacketType};
 use utp_proto::{
-    ConnectionConfig, ConnectionError, Endpoint, EndpointConfig, Event, Packet, SeqNr, Timestamp,
+    ConnectionConfig, ConnectionError, Endpoint, EndpointConfig, Event, IcmpError, Packet, SeqNr,
+    Timestamp,
 };
 use utp_sim::{App, AppConfig, Direction, LinkConfig, Pair, Verdict, init_tracing};
 
@@ -814,4 +815,84 @@ fn our_fin_carries_the_ack_of_the_peers_fin() {
         Some(&PacketType::Fin),
         "first ack of the server's FIN: {acks:?}"
     );
+}
+
+#[test]
+fn icmp_unreachable_refuses_a_connect_and_resets_an_open_connection() {
+    init_tracing();
+    // Issue 15, item 5: port unreachable for our SYN ends the attempt with `Refused` at once
+    // (libutp's `utp_process_icmp_error`), not after the SYN retries' 15 s.
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 31).expect("config");
+    let ch = client.connect(start, sa).expect("connect");
+    let mut buf = Vec::new();
+    let syn = client.poll_transmit(start, &mut buf).expect("SYN");
+    let syn = buf[..syn.len].to_vec();
+    // An error about another address, or an unreadable quote, is ignored and counted.
+    assert!(!client.handle_icmp_error(start, ca, &syn, IcmpError::Unreachable));
+    assert!(!client.handle_icmp_error(start, sa, &syn[..10], IcmpError::Unreachable));
+    assert!(client.handle_icmp_error(start, sa, &syn, IcmpError::Unreachable));
+    let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(
+        events.contains(&(
+            ch,
+            Event::Closed {
+                error: Some(ConnectionError::Refused)
+            }
+        )),
+        "{events:?}"
+    );
+    let stats = client.stats();
+    assert_eq!((stats.icmp_errors, stats.icmp_ignored), (1, 2));
+
+    // Once open, unreachable means the peer's socket is gone: reset (libutp: ECONNRESET).
+    let mut server = Endpoint::new(EndpointConfig::default(), start, 32).expect("config");
+    let ch = client.connect(start, sa).expect("connect");
+    client.write(ch, b"hello").expect("write");
+    let now = exchange(&mut client, ca, &mut server, sa, start, 3);
+    assert!(client.poll_event().is_some());
+    while client.poll_event().is_some() {}
+    client.write(ch, b"more").expect("write");
+    let t = client.poll_transmit(now, &mut buf).expect("data");
+    let data = buf[..t.len].to_vec();
+    assert!(client.handle_icmp_error(now, sa, &data, IcmpError::Unreachable));
+    let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(
+        events.contains(&(
+            ch,
+            Event::Closed {
+                error: Some(ConnectionError::Reset)
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn icmp_packet_too_big_lowers_the_packet_size() {
+    init_tracing();
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 33).expect("config");
+    let mut server = Endpoint::new(EndpointConfig::default(), start, 34).expect("config");
+    let ch = client.connect(start, sa).expect("connect");
+    let now = exchange(&mut client, ca, &mut server, sa, start, 3);
+    let before = client.connection_stats(ch).expect("open").packet_size;
+    client.write(ch, &vec![7; 20_000]).expect("write");
+    let mut buf = Vec::new();
+    let t = client.poll_transmit(now, &mut buf).expect("data");
+    assert_eq!(t.len, before, "a full packet");
+    let data = buf[..t.len].to_vec();
+    // A router on the way takes 1280-byte IPv4 packets.
+    let too_big = IcmpError::PacketTooBig { mtu: Some(1280) };
+    assert!(client.handle_icmp_error(now, sa, &data, too_big));
+    let after = client.connection_stats(ch).expect("open").packet_size;
+    assert!(after <= 1280 - 28, "{before} -> {after}");
 }
