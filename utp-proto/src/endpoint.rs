@@ -368,6 +368,18 @@ impl Endpoint {
         }
     }
 
+    /// Say why we end this connection: a code of libtorrent's close-reason extension
+    /// (`close_reason_t`: 0 none, 1 duplicate peer id, 2 torrent removed, ...; 256 and up are
+    /// protocol errors). From now on it goes out with our FIN and every `ST_STATE`, always
+    /// after a SACK so libutp peers do not drop the packet. libtorrent reports it to its
+    /// application; libutp ignores it. The peer's reason, if it sent one, is in
+    /// [`ConnectionStats::peer_close_reason`].
+    pub fn set_close_reason(&mut self, ch: ConnectionHandle, reason: u16) {
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.set_close_reason(reason);
+        }
+    }
+
     /// Abort: send `ST_RESET`, drop all buffered data and free the connection.
     pub fn reset(&mut self, ch: ConnectionHandle, now: Instant) {
         let now = self.clamp(now);

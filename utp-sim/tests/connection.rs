@@ -896,3 +896,33 @@ fn icmp_packet_too_big_lowers_the_packet_size() {
     let after = client.connection_stats(ch).expect("open").packet_size;
     assert!(after <= 1280 - 28, "{before} -> {after}");
 }
+
+#[test]
+fn close_reason_is_sent_after_a_sack_and_surfaced_to_the_peer() {
+    init_tracing();
+    // Issue 15, item 6: libtorrent's close reason (extension 3) goes out on our FIN and
+    // later acknowledgements, never as the first extension (libutp would drop the packet),
+    // and the peer's reason shows in the stats.
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 35).expect("config");
+    let mut server = Endpoint::new(EndpointConfig::default(), start, 36).expect("config");
+    let ch = client.connect(start, sa).expect("connect");
+    let now = exchange(&mut client, ca, &mut server, sa, start, 3);
+    let (sh, _) = server.poll_event().expect("incoming");
+    client.set_close_reason(ch, 2); // torrent removed
+    client.close(ch, now);
+    let mut buf = Vec::new();
+    let t = client.poll_transmit(now, &mut buf).expect("FIN");
+    let fin = Packet::parse(&buf[..t.len]).expect("valid");
+    assert_eq!(fin.header().packet_type, PacketType::Fin);
+    assert_eq!(fin.close_reason(), Some(2));
+    assert_eq!(buf[1], 1, "a SACK comes first");
+    server.handle_datagram(now, ca, &buf[..t.len]);
+    let stats = server.connection_stats(sh).expect("open");
+    assert_eq!(stats.peer_close_reason, Some(2));
+    assert_eq!(stats.close_reason, None);
+}

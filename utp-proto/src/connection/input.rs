@@ -157,6 +157,12 @@ impl Connection {
         }
         self.update_reply_micro(now, h.timestamp);
         self.peer_wnd = h.wnd_size as usize;
+        if let Some(reason) = packet.close_reason() {
+            if self.stats.peer_close_reason != Some(reason) {
+                debug!(remote = %self.remote, reason, "peer's close reason");
+            }
+            self.stats.peer_close_reason = Some(reason);
+        }
         self.process_ack(now, packet);
 
         match h.packet_type {

@@ -99,6 +99,8 @@ pub(crate) struct Connection {
     /// A copy of the `ST_STATE` just sent, numbered with our FIN's own sequence number, is
     /// due (see [`Connection::state_seq`]).
     ack_twin: Option<SeqNr>,
+    /// Sent on our FIN and every later `ST_STATE` (libtorrent's extension 3).
+    close_reason: Option<u16>,
     error: Option<ConnectionError>,
     /// Acceptor: the initiator's SYN sequence number and our SYN-ACK, for duplicate SYNs.
     syn_seq: SeqNr,
@@ -255,6 +257,7 @@ impl Connection {
             released: false,
             announced: side == Side::Client,
             ack_twin: None,
+            close_reason: None,
             error: None,
             syn_seq: SeqNr(0),
             syn_ack: None,
@@ -384,6 +387,7 @@ impl Connection {
         s.packet_size = self.mtu.current();
         s.mtu_probes_sent = self.mtu.probes_sent();
         s.mtu_probes_lost = self.mtu.probes_lost();
+        s.close_reason = self.close_reason;
         s
     }
 
@@ -452,6 +456,12 @@ impl Connection {
     /// Bytes waiting to be read.
     pub(crate) fn readable(&self) -> usize {
         self.recv.readable()
+    }
+
+    /// Why the application ends the connection: sent from now on with our FIN and every
+    /// `ST_STATE`, as libtorrent does (LS:1668-1716).
+    pub(crate) fn set_close_reason(&mut self, reason: u16) {
+        self.close_reason = Some(reason);
     }
 
     /// Queue a FIN behind the data written so far.

@@ -153,7 +153,11 @@ impl Connection {
             Kind::Syn => PacketType::Syn,
         };
         let h = self.header(now, ty, seq);
-        h.encode(&OutgoingExtensions::default(), buf);
+        let ext = OutgoingExtensions {
+            sack: None,
+            close_reason: self.close_reason.filter(|_| kind == Kind::Fin),
+        };
+        h.encode(&ext, buf);
         if let Some(p) = self.send.get(seq) {
             self.send.copy_payload(p, buf);
         }
@@ -319,7 +323,9 @@ impl Connection {
         let bytes = sack.map(|s| s.to_bytes());
         let ext = OutgoingExtensions {
             sack: bytes.as_ref().map(|b| &b[..]),
-            close_reason: None,
+            close_reason: self
+                .close_reason
+                .filter(|_| h.packet_type == PacketType::State),
         };
         h.encode(&ext, buf);
         if h.packet_type != PacketType::Reset && h.packet_type != PacketType::Syn {

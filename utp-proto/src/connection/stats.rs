@@ -64,4 +64,9 @@ pub struct ConnectionStats {
     pub mtu_probes_sent: u64,
     /// Path MTU probes lost (each lowered the search ceiling).
     pub mtu_probes_lost: u64,
+    /// The close reason we send ([`Endpoint::set_close_reason`](crate::Endpoint::set_close_reason)).
+    pub close_reason: Option<u16>,
+    /// The close reason the peer sent last (libtorrent's extension 3: its `close_reason_t`,
+    /// e.g. 2 torrent removed, 6 upload to upload).
+    pub peer_close_reason: Option<u16>,
 }

@@ -119,20 +119,24 @@ pub struct OutgoingExtensions<'a> {
     /// Selective ACK bitmask (bit `i` = packet `ack_nr + 2 + i`). Padded on the wire with zero
     /// bytes to a multiple of 4 (at least 4); masks longer than 252 bytes are truncated.
     pub sack: Option<&'a [u8]>,
-    /// libtorrent's close-reason code (extension 3). Always written after the SACK: libutp
-    /// drops packets whose first extension is 3 or more.
+    /// libtorrent's close-reason code (extension 3). Always written after a SACK, an empty
+    /// 4-byte one when there is none: libutp reads a packet whose first extension is 3 or
+    /// more as version 0 and drops it (UI:2479-2482).
     pub close_reason: Option<u16>,
 }
 
 /// Largest SACK body we emit: a multiple of 4 that fits the one-byte length.
 const MAX_SACK_LEN: usize = 252;
 
+/// A SACK naming no packet, placed before a close reason that has no SACK to follow.
+const EMPTY_SACK: [u8; 4] = [0; 4];
+
 impl Header {
     /// Bytes `encode` writes for this header with `ext`.
     #[must_use]
     pub fn encoded_len(ext: &OutgoingExtensions<'_>) -> usize {
         let mut n = HEADER_LEN;
-        if let Some(s) = ext.sack {
+        if let Some(s) = ext.sack.or(ext.close_reason.map(|_| &EMPTY_SACK[..])) {
             n += 2 + padded_sack_len(s.len());
         }
         if ext.close_reason.is_some() {
@@ -169,13 +173,8 @@ impl Header {
 
     /// Append the header and the extension chain to `out`; the caller appends the payload.
     pub fn encode(&self, ext: &OutgoingExtensions<'_>, out: &mut Vec<u8>) {
-        let first_ext = if ext.sack.is_some() {
-            SACK_EXTENSION
-        } else if ext.close_reason.is_some() {
-            CLOSE_REASON_EXTENSION
-        } else {
-            0
-        };
+        let sack = ext.sack.or(ext.close_reason.map(|_| &EMPTY_SACK[..]));
+        let first_ext = if sack.is_some() { SACK_EXTENSION } else { 0 };
         let mut h = [0u8; HEADER_LEN];
         h[0] = (self.packet_type.to_u8() << 4) | VERSION;
         h[1] = first_ext;
@@ -186,7 +185,7 @@ impl Header {
         h[16..18].copy_from_slice(&self.seq_nr.0.to_be_bytes());
         h[18..20].copy_from_slice(&self.ack_nr.0.to_be_bytes());
         out.extend_from_slice(&h);
-        if let Some(sack) = ext.sack {
+        if let Some(sack) = sack {
             let sack = &sack[..sack.len().min(MAX_SACK_LEN)];
             let len = padded_sack_len(sack.len());
             let next = if ext.close_reason.is_some() {
