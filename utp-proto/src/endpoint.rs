@@ -666,7 +666,7 @@ impl Endpoint {
         let Some(conn) = self.connections[slot].take() else {
             return;
         };
-        if let Some((send_id, seq_nr, ack_nr)) = conn.time_wait() {
+        if let Some((send_id, seq_nr, ack_nr, fin_unconfirmed)) = conn.time_wait() {
             let key = (conn.remote(), conn.recv_id());
             self.time_wait.insert(
                 now,
@@ -675,6 +675,7 @@ impl Endpoint {
                     send_id,
                     seq_nr,
                     ack_nr,
+                    fin_unconfirmed,
                 },
             );
         }
@@ -793,11 +794,20 @@ impl Endpoint {
                 self.stats.time_wait_acks_suppressed += 1;
             } else {
                 self.stats.time_wait_acks += 1;
-                // Numbered past our FIN for libutp, and like the FIN for libtorrent
+                // Our FIN again if it may not have arrived (it carries the ack); else the
+                // ack numbered past our FIN for libutp, and like the FIN for libtorrent
                 // (`Connection::state_seq`): each peer takes one of the two.
-                for seq_nr in [tw.seq_nr, tw.seq_nr.prev()] {
+                let replies: &[(PacketType, SeqNr)] = if tw.fin_unconfirmed {
+                    &[(PacketType::Fin, tw.seq_nr.prev())]
+                } else {
+                    &[
+                        (PacketType::State, tw.seq_nr),
+                        (PacketType::State, tw.seq_nr.prev()),
+                    ]
+                };
+                for &(packet_type, seq_nr) in replies {
                     let ack = Header {
-                        packet_type: PacketType::State,
+                        packet_type,
                         connection_id: tw.send_id,
                         timestamp: self.timestamp(now),
                         timestamp_difference: 0,
@@ -916,6 +926,8 @@ struct TimeWaitEntry {
     send_id: u16,
     seq_nr: SeqNr,
     ack_nr: SeqNr,
+    /// Our FIN (numbered `seq_nr - 1`) was never acknowledged: answer with it.
+    fin_unconfirmed: bool,
 }
 
 /// TCP's TIME-WAIT without the connection: after both FINs, the side that acknowledged last

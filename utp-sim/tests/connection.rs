@@ -926,3 +926,41 @@ fn close_reason_is_sent_after_a_sack_and_surfaced_to_the_peer() {
     assert_eq!(stats.peer_close_reason, Some(2));
     assert_eq!(stats.close_reason, None);
 }
+
+#[test]
+fn last_fin_lost_reaches_a_waiting_peer_through_time_wait() {
+    init_tracing();
+    // The server finishes after the client: its FIN, with everything acknowledged and the
+    // client's FIN in, ends the connection as it leaves (libutp and libtorrent never
+    // acknowledge it). When that single FIN is lost, the client, still reading, asks again
+    // (here its FIN retransmission, as the lost FIN carried its ack; else its keepalive) and
+    // the server answers with the FIN: clean EOF, no error, no reset.
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 23);
+    let mut dropped = false;
+    pair.set_filter(move |dir, _, bytes| {
+        if dir == Direction::ServerToClient
+            && !dropped
+            && packet_type(bytes) == Some(PacketType::Fin)
+        {
+            dropped = true;
+            return Verdict::Drop;
+        }
+        Verdict::Pass
+    });
+    let server = AppConfig {
+        finish_after_peer: true,
+        ..AppConfig::bulk(10_000)
+    };
+    pair.start_transfer(AppConfig::bulk(100_000), server);
+    pair.drive_bounded(100_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let (c, s) = (pair.client.endpoint.stats(), pair.server.endpoint.stats());
+    assert_eq!(c.resets_ignored + s.resets_sent + c.resets_sent, 0);
+    let server_fins = pair.server.app.final_stats.clone().expect("stats");
+    assert!(server_fins.acks_sent >= 1);
+    assert!(
+        pair.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        pair.elapsed()
+    );
+}

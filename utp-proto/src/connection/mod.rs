@@ -119,6 +119,10 @@ pub(crate) struct Connection {
     write_blocked: bool,
     /// Both FINs were sent and acknowledged: a retransmission from the peer is re-acked.
     both_finished: bool,
+    /// Our FIN went out once after the peer's, with all our data acknowledged, and was taken
+    /// as the end without waiting for its acknowledgement: a packet from the peer is
+    /// answered with that FIN again.
+    fin_unconfirmed: bool,
     /// Packets that arrived after the connection ended and were not re-acknowledged.
     closed_packets: u64,
     events: VecDeque<Event>,
@@ -272,6 +276,7 @@ impl Connection {
             readable_signalled: false,
             write_blocked: false,
             both_finished: false,
+            fin_unconfirmed: false,
             closed_packets: 0,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -321,11 +326,17 @@ impl Connection {
             && (self.released || !self.announced)
     }
 
-    /// After a graceful close: `(send id, next seq, final ack)` to answer retransmissions
-    /// from the peer once the connection is freed (the endpoint's TIME-WAIT table).
-    pub(crate) fn time_wait(&self) -> Option<(u16, SeqNr, SeqNr)> {
-        self.both_finished
-            .then(|| (self.send_id, self.state_seq(), self.recv.ack_nr()))
+    /// After a graceful close: `(send id, next seq, final ack, our FIN unconfirmed)` to
+    /// answer the peer once the connection is freed (the endpoint's TIME-WAIT table).
+    pub(crate) fn time_wait(&self) -> Option<(u16, SeqNr, SeqNr, bool)> {
+        self.both_finished.then(|| {
+            (
+                self.send_id,
+                self.state_seq(),
+                self.recv.ack_nr(),
+                self.fin_unconfirmed,
+            )
+        })
     }
 
     /// How much later than a delivered packet another may arrive before it counts as lost:

@@ -54,9 +54,17 @@ impl Connection {
                 return None;
             }
             State::Closed => {
-                // Only acknowledge a retransmission after both FINs.
+                // Only acknowledge a retransmission after both FINs, with our FIN again if
+                // the peer may still be waiting for it.
                 if self.ack_now {
-                    return Some(self.transmit_ack(now, buf));
+                    return Some(match self.fin_seq.filter(|_| self.fin_unconfirmed) {
+                        Some(fin) => {
+                            self.stats.acks_sent += 1;
+                            let h = self.header(now, PacketType::Fin, fin);
+                            self.emit(&h, buf, false)
+                        }
+                        None => self.transmit_ack(now, buf),
+                    });
                 }
                 return None;
             }
@@ -188,7 +196,19 @@ impl Connection {
                 self.arm_retransmit(now);
                 self.cc.on_sent(now, 0, self.send.in_flight_bytes());
                 debug!(remote = %self.remote, %seq, "sending FIN");
-                return Some(self.transmit_record(now, seq, Kind::Fin, buf));
+                let t = self.transmit_record(now, seq, Kind::Fin, buf);
+                if self.recv.fin_reached() && self.send.outstanding() == 1 {
+                    // The peer finished and holds every byte we sent: this FIN ends the
+                    // connection as it leaves. libutp and libtorrent free their socket the
+                    // moment their own FIN is acknowledged (UI:2178-2183; LS:3176-3201), so
+                    // they never acknowledge ours, and a retransmission would draw only a
+                    // reset or silence. A peer that is still waiting for it (ours, after a
+                    // lost FIN) gets it again in answer to its next packet, from TIME-WAIT.
+                    self.fin_unconfirmed = true;
+                    self.set_fin_acked();
+                    self.check_finished(now);
+                }
+                return Some(t);
             }
             return None;
         }
