@@ -1,12 +1,14 @@
 //! Drivers for the real peers and the test environment: tool detection and the SKIP rule,
 //! temporary directories, result lines, network namespaces, libtorrent (through a Python
-//! script) and the Transmission daemon (through its RPC).
+//! script), the Transmission daemon (through its RPC) and libutp master (`utp-native` from
+//! npm, through a node script).
 //!
 //! Tests that need a tool call [`require`]: when the tool is missing it prints a `SKIP` line
 //! and the test returns, unless `UTP_INTEROP_REQUIRED=1` (set by `.ci/run`), which turns a
 //! missing tool into a failure.
 
 pub mod libtorrent;
+pub mod libutp_native;
 pub mod netns;
 pub mod transmission;
 
@@ -32,6 +34,9 @@ pub enum Tool {
     Transmission,
     /// Root and `ip` (iproute2), for a network namespace of our own.
     Netns,
+    /// `node` and the npm package `utp-native` (libutp master) in
+    /// [`libutp_native::dir`].
+    LibutpNative,
 }
 
 /// Why `tool` cannot be used here, or `None` when it can.
@@ -68,6 +73,7 @@ pub fn missing(tool: Tool) -> Option<String> {
                 None
             }
         }
+        Tool::LibutpNative => libutp_native::missing(),
     }
 }
 

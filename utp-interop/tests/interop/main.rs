@@ -4,4 +4,5 @@
 
 mod common;
 mod libtorrent;
+mod libutp_native;
 mod transmission;
