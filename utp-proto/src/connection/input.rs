@@ -291,6 +291,12 @@ impl Connection {
             self.dup_acks = 0;
             self.consecutive_timeouts = 0;
             self.rtt.reset_backoff();
+            // Numbers below the window are history: keep the fast-retransmit mark inside it.
+            // Left behind, after 32,768 loss-free packets the wrapping comparison turns it
+            // around and every later hole waits for a timeout.
+            if self.fast_resend_seq.is_before(self.send.first_seq()) {
+                self.fast_resend_seq = self.send.first_seq();
+            }
             if self
                 .nagle_seq
                 .is_some_and(|s| s.is_before(self.send.first_seq()))
