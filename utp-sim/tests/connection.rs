@@ -1000,3 +1000,27 @@ fn fast_retransmit_keeps_working_across_sequence_number_wraps() {
     assert_eq!(s.timeouts, 0, "{s:?}");
     assert!(s.fast_retransmits >= u64::from(drops), "{s:?}");
 }
+
+#[test]
+fn rtt_estimate_stays_near_the_path_rtt_under_loss() {
+    init_tracing();
+    // Issue 16, item 2: an ACK that covers a retransmitted hole acknowledges packets sent
+    // long before it; their age is recovery time, not round-trip time (Karn). 40 ms path,
+    // 3 % loss each way.
+    let link = LinkConfig::perfect()
+        .with_latency(ms(20))
+        .with_loss(0.03)
+        .with_rate(10_000_000, 200_000);
+    let mut pair = Pair::new(link, 25);
+    pair.start_transfer(AppConfig::bulk(16 << 20), AppConfig::bulk(0));
+    pair.drive_bounded(5_000_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let s = pair.client.app.final_stats.clone().expect("stats");
+    let srtt = s.rtt.expect("sampled");
+    println!(
+        "srtt {srtt:?}, min {:?}, rto {:?}, retransmits {}",
+        s.min_rtt, s.rto, s.retransmits
+    );
+    assert!(s.retransmits > 50, "the path lost packets: {s:?}");
+    assert!(srtt < ms(100), "srtt {srtt:?} on a 40 ms path");
+}

@@ -263,7 +263,9 @@ impl Connection {
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();
         if outstanding > 0 && (first.distance_to(h.ack_nr) as usize) < outstanding {
+            let mut covers_resend = false;
             self.send.ack_through(h.ack_nr, |seq, p| {
+                covers_resend |= p.transmissions > 1 && p.status != Status::Sacked;
                 if p.status != Status::Sacked {
                     bytes_acked += p.len;
                 }
@@ -277,6 +279,11 @@ impl Connection {
                 }
                 probe_acked |= probe == Some(seq);
             });
+            if covers_resend {
+                // Karn: this ACK may answer the retransmission that filled a hole, and the
+                // packets above it were sent long before; their age is recovery time.
+                rtt_sample = None;
+            }
             progress = true;
         } else if h.packet_type == PacketType::State
             && outstanding > 0

@@ -35,7 +35,13 @@ impl RttEstimator {
     }
 
     /// Feed one sample from a packet sent exactly once (Karn's rule is the caller's job).
+    /// A sample longer than `max_rto` measures time the process did not run (a suspended
+    /// host, a stopped process), not the path: a live path answers before the connection
+    /// gives up. It is ignored, or one wake-up would set the RTO for minutes.
     pub(crate) fn update(&mut self, sample: Duration) {
+        if sample > self.max_rto {
+            return;
+        }
         self.latest = Some(sample);
         self.min = Some(self.min.map_or(sample, |m| m.min(sample)));
         match self.srtt {
@@ -109,6 +115,16 @@ mod tests {
         r.update(ms(200));
         assert_eq!(r.rto(), ms(200) + 4 * ms(75));
         assert_eq!(r.min(), Some(ms(200)));
+    }
+
+    #[test]
+    fn a_sample_spanning_a_suspend_is_ignored() {
+        let mut r = RttEstimator::new(ms(1000), ms(500), ms(60_000));
+        r.update(ms(40));
+        // The host slept an hour with a packet in flight.
+        r.update(Duration::from_secs(3600));
+        assert_eq!(r.get(), Some(ms(40)));
+        assert_eq!(r.rto(), ms(500));
     }
 
     #[test]
