@@ -53,9 +53,12 @@ pub(crate) struct DelayEstimator {
     config: DelayConfig,
     /// Time of the first sample; `at` fields count microseconds from here.
     origin: Option<Instant>,
-    /// The last raw sample and its unwrapped value.
+    /// The last raw sample, its unwrapped value and when it came (µs since the origin).
     last_raw: u32,
     last_value: i64,
+    last_at: i64,
+    /// Discontinuities taken for clock steps.
+    clock_steps: u64,
     /// The newest samples, for the current-delay filter (at most `config.filter`).
     recent: VecDeque<Point>,
     /// One minimum per interval, oldest first (at most `config.history`).
@@ -82,6 +85,8 @@ impl DelayEstimator {
             origin: None,
             last_raw: 0,
             last_value: 0,
+            last_at: 0,
+            clock_steps: 0,
             recent: VecDeque::new(),
             buckets: VecDeque::new(),
             bucket_start: None,
@@ -96,13 +101,26 @@ impl DelayEstimator {
         let at = micros(now.saturating_duration_since(origin));
         // Unwrap: consecutive samples are far less than 2^31 µs (35 minutes) apart, so the
         // signed 32-bit difference is the true change (UI:300-331 compares the same way).
+        // A queue grows no faster than time passes, and drains by no more than it held: a
+        // bigger change is a step of one of the clocks, which says nothing about the path,
+        // so the delay is taken as unchanged across it. Otherwise a forward step would look
+        // like a queue for the whole base history (ten minutes of starving), whatever the
+        // step's size or sign.
         let value = if first {
             i64::from(raw)
         } else {
-            self.last_value + i64::from(raw.wrapping_sub(self.last_raw) as i32)
+            let change = i64::from(raw.wrapping_sub(self.last_raw) as i32);
+            let elapsed = at - self.last_at;
+            if change.abs() > elapsed + micros(MAX_DELAY_STEP) {
+                self.clock_steps += 1;
+                self.last_value
+            } else {
+                self.last_value + change
+            }
         };
         self.last_raw = raw;
         self.last_value = value;
+        self.last_at = at;
         if self.config.drift {
             if let Some(rtt) = rtt {
                 self.drift.on_offset(Point {
@@ -155,6 +173,10 @@ impl DelayEstimator {
         self.drift.rate * 1e6
     }
 }
+
+/// Largest change of the delay, beyond the time between two samples, taken as the path's:
+/// a standing queue of two seconds draining at once. Anything larger is a clock step.
+const MAX_DELAY_STEP: Duration = Duration::from_secs(2);
 
 /// Length of one drift-estimation interval: the largest `timestamp_difference − RTT` in it
 /// becomes one point of the fit (libutp averages over 5 s too, UI:2026-2107).
@@ -326,6 +348,54 @@ mod tests {
         );
         let q = est.queuing_delay().unwrap();
         assert!(q.abs_diff(100 * MS) < 2 * MS, "{q:?}");
+    }
+
+    #[test]
+    fn clock_steps_of_either_sign_do_not_look_like_a_queue() {
+        // Issue 16, item 3: the peer's microsecond clock jumps by 2^31..2^32 µs (or ours
+        // does: the sample moves the other way). The delay must stay what it was.
+        for step in [
+            1u32 << 31,
+            (1 << 31) + 5,
+            3_000_000_000,
+            u32::MAX - 7_000_000,
+            10_000_000,
+        ] {
+            let start = Instant::now();
+            let mut est = estimator(false);
+            let owd = |_| 20 * MS;
+            feed(
+                &mut est,
+                start,
+                Duration::ZERO,
+                Duration::from_secs(2),
+                7,
+                0.0,
+                owd,
+            );
+            feed(
+                &mut est,
+                start,
+                Duration::from_secs(2),
+                Duration::from_secs(4),
+                7u32.wrapping_add(step),
+                0.0,
+                owd,
+            );
+            assert_eq!(est.queuing_delay(), Some(Duration::ZERO), "step {step}");
+            assert_eq!(est.clock_steps, 1, "step {step}");
+            // A real queue after the step still shows.
+            feed(
+                &mut est,
+                start,
+                Duration::from_secs(4),
+                Duration::from_secs(5),
+                7u32.wrapping_add(step),
+                0.0,
+                |_| 80 * MS,
+            );
+            assert_eq!(est.queuing_delay(), Some(60 * MS), "step {step}");
+        }
     }
 
     #[test]

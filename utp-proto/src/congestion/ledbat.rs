@@ -722,7 +722,9 @@ mod tests {
         let now = Instant::now();
         let mut c = in_avoidance();
         c.on_ack(now, &ack(MSS, Duration::ZERO));
-        let mut a = ack(MSS, 10_000 * MS);
+        // 1.9 s of queue: wild, but a change the path could make (a larger one is taken for
+        // a clock step, `delay.rs`).
+        let mut a = ack(MSS, 1_900 * MS);
         a.rtt = None; // no RTT clamp: a wild delay sample
         for _ in 0..3 {
             c.on_ack(now, &a);
