@@ -26,12 +26,14 @@
 //   {"event":"connected"}                         (--connect) the SYN was answered
 //   {"event":"progress","rx":N,"tx":N}            every 500 ms while bytes move
 //   {"event":"sent","bytes":N}                    libutp took the last byte
+//   {"event":"ending","why":"sent"|"eof"|"early"} we call end()
 //   {"event":"finish"}                            end() done: FIN queued after the data
 //   {"event":"end","bytes":N,"sha1":HEX}          the peer's FIN, after N bytes (SHA-1 of them)
 //   {"event":"error","code":"UTP_ECONNRESET",...} libutp's error (ECONNREFUSED, ECONNRESET,
 //                                                  ETIMEDOUT, UNKNOWN) or a local one
 //   {"event":"close","rx":N,"sha1":HEX,"tx":N,"ended":bool,"error":CODE|null}
-//   {"event":"timeout",...}, {"event":"exit"}
+//   {"event":"ignored","remote":...}             a second incoming connection, destroyed
+//   {"event":"timeout",...}, {"event":"exit","code":N}
 'use strict'
 
 const crypto = require('crypto')

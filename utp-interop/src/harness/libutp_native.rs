@@ -54,9 +54,10 @@ pub fn missing() -> Option<String> {
              {DIR_ENV}): {}",
             node_path().display(),
             dir().display(),
+            // node prints the source location first, the error a few lines later.
             String::from_utf8_lossy(&o.stderr)
                 .lines()
-                .next()
+                .find(|l| l.contains("Error"))
                 .unwrap_or("")
         )),
         Ok(_) => None,
@@ -169,9 +170,7 @@ impl Event {
 /// What happened to the connection, from libutp's point of view.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// Bytes received and their SHA-1, at the peer's FIN (`end`), if it came.
-    pub end: Option<(u64, String)>,
-    /// When `end` arrived here.
+    /// When `end` (the peer's FIN, after everything before it) arrived here.
     pub end_at: Option<Instant>,
     /// When `finish` arrived here: libutp's `end()` is done, its FIN queued after the data.
     pub finish_at: Option<Instant>,
@@ -179,8 +178,6 @@ pub struct Outcome {
     pub close_at: Option<Instant>,
     /// libutp's error code, if any.
     pub error: Option<String>,
-    /// Bytes handed to libutp.
-    pub sent: Option<u64>,
 }
 
 impl Outcome {
@@ -196,7 +193,8 @@ impl Outcome {
 /// A running libutp peer. Killed when dropped.
 #[derive(Debug)]
 pub struct Libutp {
-    child: Child,
+    /// Held for `kill_on_drop`.
+    _child: Child,
     events: mpsc::UnboundedReceiver<Event>,
     seen: Vec<Event>,
     stderr: Arc<Mutex<String>>,
@@ -244,7 +242,7 @@ impl Libutp {
             }
         });
         let mut peer = Self {
-            child,
+            _child: child,
             events,
             seen: Vec::new(),
             stderr: err_text,
@@ -328,22 +326,14 @@ impl Libutp {
         self.drain();
         let mut o = Outcome::default();
         for e in &self.seen {
-            let v = &e.value;
             match e.name() {
-                "end" => {
-                    o.end = Some((
-                        v["bytes"].as_u64().unwrap_or(0),
-                        v["sha1"].as_str().unwrap_or("").to_owned(),
-                    ));
-                    o.end_at = Some(e.at);
-                }
+                "end" => o.end_at = Some(e.at),
                 "finish" => o.finish_at = Some(e.at),
                 "close" => o.close_at = Some(e.at),
                 "error" => {
                     o.error
-                        .get_or_insert_with(|| v["code"].as_str().unwrap_or("?").to_owned());
+                        .get_or_insert_with(|| e.value["code"].as_str().unwrap_or("?").to_owned());
                 }
-                "sent" => o.sent = v["bytes"].as_u64(),
                 _ => {}
             }
         }
@@ -376,11 +366,6 @@ impl Libutp {
     /// What the script wrote to stderr.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr").clone()
-    }
-
-    /// Kill the script and wait for it.
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
     }
 }
 

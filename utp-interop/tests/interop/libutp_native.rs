@@ -157,10 +157,6 @@ impl Verdict {
     }
 }
 
-fn relay_notes(relay: Option<&Relay>, client: &str, upstream: &str) -> Option<String> {
-    relay.map(|r| relay_summary(r, client, upstream))
-}
-
 fn stream_notes(stream: &UtpStream) -> String {
     let s = stream.stats().unwrap_or_default();
     format!(
@@ -241,8 +237,8 @@ async fn we_send(link: Link, n: u64, direction: &str) -> Res {
     v.note(stream_notes(&stream));
     drop(stream);
     v.close(link, &mut lu, &socket, relay.as_ref()).await;
-    if let Some(r) = relay_notes(relay.as_ref(), "us", "libutp") {
-        v.note(r);
+    if let Some(r) = &relay {
+        v.note(relay_summary(r, "us", "libutp"));
     }
     v.finish(direction, link.label(), &mut lu)
 }
@@ -298,8 +294,8 @@ async fn peer_sends(link: Link, n: u64, early: bool, direction: &str) -> Res {
     v.note(stream_notes(&stream));
     drop(stream);
     v.close(link, &mut lu, &socket, relay.as_ref()).await;
-    if let Some(r) = relay_notes(relay.as_ref(), "libutp", "us") {
-        v.note(r);
+    if let Some(r) = &relay {
+        v.note(relay_summary(r, "libutp", "us"));
     }
     v.finish(direction, link.label(), &mut lu)
 }
