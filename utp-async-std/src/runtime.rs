@@ -7,6 +7,8 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Instant;
@@ -16,7 +18,11 @@ use socket2::SockRef;
 use tracing::warn;
 #[cfg(target_os = "linux")]
 use utp_io::RecvMeta;
+#[cfg(target_os = "linux")]
+use utp_io::batch::ErrorQueue;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
+#[cfg(target_os = "linux")]
+use utp_proto::IcmpError;
 
 /// Runs each socket's driver on a thread of its own under `async_io::block_on`.
 ///
@@ -63,22 +69,76 @@ impl AsyncTimer for IoTimer {
 }
 
 /// A UDP socket registered with async-io's reactor; only the driver polls it. On Linux,
-/// IPv4 sockets send with GSO and receive with GRO and `recvmmsg` ([`utp_io::batch`]).
+/// IPv4 sockets send with GSO and receive with GRO and `recvmmsg` ([`utp_io::batch`]), and
+/// ICMP errors are read from the socket's error queue.
 #[derive(Debug)]
-pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>, Batch);
+pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>, Batch, Errors);
 
 #[cfg(target_os = "linux")]
 type Batch = Option<utp_io::batch::UdpBatch>;
 #[cfg(not(target_os = "linux"))]
 type Batch = ();
+#[cfg(target_os = "linux")]
+type Errors = ErrorHints;
+#[cfg(not(target_os = "linux"))]
+type Errors = ();
 
 impl IoUdp {
     pub(crate) fn new(socket: Async<UdpSocket>) -> io::Result<Self> {
         #[cfg(target_os = "linux")]
-        let batch = utp_io::batch::UdpBatch::new(socket.get_ref())?;
+        {
+            let batch = utp_io::batch::UdpBatch::new(socket.get_ref())?;
+            let errors = ErrorHints {
+                queue: ErrorQueue::new(socket.get_ref())?,
+                data: AtomicBool::new(false),
+                suspect: AtomicBool::new(false),
+            };
+            Ok(Self(socket, batch, errors))
+        }
         #[cfg(not(target_os = "linux"))]
-        let batch = ();
-        Ok(Self(socket, batch))
+        Ok(Self(socket, (), ()))
+    }
+
+    /// Receive with `op` once the socket is readable. async-io reports a socket whose error
+    /// queue holds entries (`POLLERR`) as readable, so readiness with nothing to read, or an
+    /// error (the pending error an ICMP error sets), hints at the queue: it must be drained,
+    /// or the reactor would report the socket readable again at once, forever.
+    fn recv_when_ready<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        try_until_ready(
+            || {
+                let result = op();
+                #[cfg(target_os = "linux")]
+                self.2.received(&result);
+                result
+            },
+            || {
+                let ready = self.0.poll_readable(cx);
+                #[cfg(target_os = "linux")]
+                if ready.is_ready() {
+                    self.2.readable();
+                }
+                ready
+            },
+        )
+    }
+
+    /// Send with `op` once the socket is writable; a failure may be the pending error an
+    /// ICMP error set.
+    fn send_when_ready<T>(
+        &self,
+        cx: &mut Context<'_>,
+        op: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        let sent = try_until_ready(op, || self.0.poll_writable(cx));
+        #[cfg(target_os = "linux")]
+        if let Poll::Ready(result) = &sent {
+            self.2.queue.note(result);
+        }
+        sent
     }
 }
 
@@ -88,11 +148,7 @@ impl AsyncUdpSocket for IoUdp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        let socket = &self.0;
-        try_until_ready(
-            || socket.get_ref().recv_from(buf),
-            || socket.poll_readable(cx),
-        )
+        self.recv_when_ready(cx, || self.0.get_ref().recv_from(buf))
     }
 
     fn poll_send_to(
@@ -101,11 +157,7 @@ impl AsyncUdpSocket for IoUdp {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        let socket = &self.0;
-        try_until_ready(
-            || socket.get_ref().send_to(buf, target),
-            || socket.poll_writable(cx),
-        )
+        self.send_when_ready(cx, || self.0.get_ref().send_to(buf, target))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -134,23 +186,18 @@ impl AsyncUdpSocket for IoUdp {
     ) -> Poll<io::Result<usize>> {
         let socket = &self.0;
         let Some(batch) = &self.1 else {
-            return try_until_ready(
-                || socket.get_ref().recv_from(&mut bufs[0]),
-                || socket.poll_readable(cx),
-            )
-            .map_ok(|(len, from)| {
-                meta[0] = RecvMeta {
-                    from,
-                    len,
-                    stride: len,
-                };
-                1
-            });
+            return self
+                .recv_when_ready(cx, || socket.get_ref().recv_from(&mut bufs[0]))
+                .map_ok(|(len, from)| {
+                    meta[0] = RecvMeta {
+                        from,
+                        len,
+                        stride: len,
+                    };
+                    1
+                });
         };
-        try_until_ready(
-            || batch.try_recv(socket.get_ref(), bufs, meta),
-            || socket.poll_readable(cx),
-        )
+        self.recv_when_ready(cx, || batch.try_recv(socket.get_ref(), bufs, meta))
     }
 
     #[cfg(target_os = "linux")]
@@ -170,10 +217,60 @@ impl AsyncUdpSocket for IoUdp {
         let Some(batch) = &self.1 else {
             return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
         };
-        try_until_ready(
-            || batch.try_send(socket.get_ref(), target, buf, segment),
-            || socket.poll_writable(cx),
-        )
+        self.send_when_ready(cx, || {
+            batch.try_send(socket.get_ref(), target, buf, segment)
+        })
+    }
+
+    /// Reads the error queue only after a hint from a receive or send ([`ErrorQueue`]);
+    /// the receive's readiness wakes the driver when an error arrives.
+    #[cfg(target_os = "linux")]
+    fn poll_recv_icmp(
+        &self,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr, IcmpError)>> {
+        match self.2.queue.try_recv(self.0.get_ref(), buf) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What receives tell about the error queue ([`IoUdp::recv_when_ready`]).
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct ErrorHints {
+    queue: ErrorQueue,
+    /// A receive returned data since the socket was last reported readable.
+    data: AtomicBool,
+    /// The socket was reported readable with no data received since the report before:
+    /// if the next receive finds nothing either, the readiness was `POLLERR`.
+    suspect: AtomicBool,
+}
+
+#[cfg(target_os = "linux")]
+impl ErrorHints {
+    /// The socket was reported readable.
+    fn readable(&self) {
+        let data = self.data.swap(false, Ordering::Relaxed);
+        self.suspect.store(!data, Ordering::Relaxed);
+    }
+
+    /// A receive returned `result`.
+    fn received<T>(&self, result: &io::Result<T>) {
+        match result {
+            Ok(_) => {
+                self.data.store(true, Ordering::Relaxed);
+                self.suspect.store(false, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.suspect.swap(false, Ordering::Relaxed) {
+                    self.queue.hint();
+                }
+            }
+            Err(_) => self.queue.hint(),
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 //! - [`ThreadUdp`] is a non-blocking std socket for the driver's receive batches and sends;
 //!   the one datagram a sleep receives is kept for the next poll. A send that would block
 //!   is retried blocking (the thread has nothing else to do until the kernel takes it), so
-//!   nothing is dropped.
+//!   nothing is dropped. On Linux it also reads the socket's error queue (ICMP errors)
+//!   after a receive or send failed with the pending error an ICMP error sets; a sleeping
+//!   `recv_from` returns that error at once, so the driver hears of it in a round trip.
 
 use std::future::Future;
 use std::io;
@@ -28,7 +30,11 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tracing::{trace, warn};
+#[cfg(target_os = "linux")]
+use utp_io::batch::ErrorQueue;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
+#[cfg(target_os = "linux")]
+use utp_proto::IcmpError;
 
 /// The runtime of one socket: its driver thread, its timer and its waker.
 #[derive(Debug)]
@@ -51,6 +57,8 @@ impl ThreadRuntime {
             wake_to,
         });
         let udp = Arc::new(ThreadUdp {
+            #[cfg(target_os = "linux")]
+            errors: ErrorQueue::new(&socket)?,
             socket,
             wake_from,
             stash: Mutex::new(Stash {
@@ -181,6 +189,9 @@ pub(crate) struct ThreadUdp {
     /// The sender of wake-up datagrams, which are dropped on arrival.
     wake_from: SocketAddr,
     stash: Mutex<Stash>,
+    /// Whether the error queue may hold ICMP errors.
+    #[cfg(target_os = "linux")]
+    errors: ErrorQueue,
 }
 
 #[derive(Debug)]
@@ -236,6 +247,60 @@ impl ThreadUdp {
 impl AsyncUdpSocket for ThreadUdp {
     fn poll_recv_from(
         &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let received = self.recv_from(cx, buf);
+        #[cfg(target_os = "linux")]
+        if let Poll::Ready(result) = &received {
+            self.errors.note(result);
+        }
+        received
+    }
+
+    fn poll_send_to(
+        &self,
+        _: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let sent = match self.socket.send_to(buf, target) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocking(|socket| socket.send_to(buf, target))
+            }
+            result => result,
+        };
+        #[cfg(target_os = "linux")]
+        self.errors.note(&sent);
+        Poll::Ready(sent)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
+        utp_io::set_dont_fragment(SockRef::from(&self.socket), on)
+    }
+
+    /// Reads the error queue only after a hint from a receive or send ([`ErrorQueue`]).
+    #[cfg(target_os = "linux")]
+    fn poll_recv_icmp(
+        &self,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr, IcmpError)>> {
+        match self.errors.try_recv(&self.socket, buf) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl ThreadUdp {
+    /// A datagram the last sleep received, or one from the socket.
+    fn recv_from(
+        &self,
         _: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
@@ -256,28 +321,6 @@ impl AsyncUdpSocket for ThreadUdp {
                 result => return Poll::Ready(result),
             }
         }
-    }
-
-    fn poll_send_to(
-        &self,
-        _: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(match self.socket.send_to(buf, target) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.blocking(|socket| socket.send_to(buf, target))
-            }
-            result => result,
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
-    fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
-        utp_io::set_dont_fragment(SockRef::from(&self.socket), on)
     }
 }
 

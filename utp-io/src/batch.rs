@@ -3,6 +3,9 @@
 //! receive (several buffers per call, each possibly several datagrams of one sender
 //! coalesced at a stride). Adapters wrap [`UdpBatch`] in their readiness handling to
 //! implement [`AsyncUdpSocket`](crate::AsyncUdpSocket)'s batch methods.
+//!
+//! Also the socket error queue ([`recv_icmp`], [`ErrorQueue`]), for
+//! [`AsyncUdpSocket::poll_recv_icmp`](crate::AsyncUdpSocket::poll_recv_icmp).
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -12,6 +15,10 @@ use rustix::net::sockopt::{Ipv4PathMtuDiscovery, ip_mtu_discover, set_ip_mtu_dis
 use tracing::debug;
 
 use crate::RecvMeta;
+
+mod errqueue;
+
+pub use errqueue::{ErrorQueue, classify, enable_recv_errors, recv_icmp};
 
 /// Buffers per batched receive (`recvmmsg`); each holds up to 64 KiB of GRO segments.
 pub const RECV_BATCH: usize = 8;

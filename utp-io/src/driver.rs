@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
+use utp_proto::IcmpError;
 
 use crate::runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta};
 use crate::shared::{Shared, State};
@@ -19,9 +20,10 @@ use crate::shared::{Shared, State};
 ///
 /// Each run reads the clock once, then:
 /// 1. sends what an earlier run could not (the socket would have blocked);
-/// 2. receives up to [`RECV_BUDGET`] datagrams into a batch, without the lock;
+/// 2. receives up to [`RECV_BUDGET`] datagrams into a batch, and up to [`ICMP_BUDGET`]
+///    errors the OS reported about datagrams we sent (ICMP), without the lock;
 /// 3. under the lock: feeds the batch to the endpoint (non-uTP datagrams go to the
-///    application's queue), runs the endpoint's timers if their deadline passed, resets
+///    application's queue) and the errors, runs the endpoint's timers if their deadline passed, resets
 ///    dropped streams whose graceful close outlived the linger time, drains the events
 ///    (waking blocked readers, writers, acceptors and connectors) and, if everything earlier
 ///    went out, collects up to [`SEND_BUDGET`] datagrams to send;
@@ -46,6 +48,10 @@ pub(crate) struct Driver {
     /// Received datagrams, back to back, and their senders and lengths.
     batch: Vec<u8>,
     batch_meta: Vec<(SocketAddr, usize)>,
+    /// Errors the OS reported about datagrams we sent: the datagrams as it returned them,
+    /// back to back, and their destinations, lengths and errors.
+    icmp: Vec<u8>,
+    icmp_meta: Vec<(SocketAddr, usize, IcmpError)>,
     /// Datagrams to send: `out[sent..queued]` are pending. Buffers are reused.
     out: Vec<Outgoing>,
     queued: usize,
@@ -102,6 +108,8 @@ impl Driver {
             gso_buf: Vec::new(),
             batch: Vec::new(),
             batch_meta: Vec::with_capacity(RECV_BUDGET),
+            icmp: Vec::new(),
+            icmp_meta: Vec::with_capacity(ICMP_BUDGET),
             out: (0..SEND_BUDGET)
                 .map(|_| Outgoing {
                     buf: Vec::new(),
@@ -154,6 +162,33 @@ impl Driver {
                 }
                 Poll::Ready(Err(e)) => {
                     self.io.fatal = Some(e);
+                    return false;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let full = self.batch_meta.len() >= RECV_BUDGET;
+        full | self.recv_icmp(cx)
+    }
+
+    /// Take up to [`ICMP_BUDGET`] errors the OS reported; returns whether the budget ran
+    /// out. The receive buffer serves as scratch space: the batch was copied out of it.
+    fn recv_icmp(&mut self, cx: &mut Context<'_>) -> bool {
+        self.icmp.clear();
+        self.icmp_meta.clear();
+        let buf = &mut self.recv_bufs[0];
+        while self.icmp_meta.len() < ICMP_BUDGET {
+            match self.socket.poll_recv_icmp(cx, buf) {
+                Poll::Ready(Ok((len, destination, error))) => {
+                    // The uTP header names the connection; the length tells path MTU
+                    // discovery how big the datagram was.
+                    let len = len.min(buf.len());
+                    trace!(%destination, len, ?error, "ICMP error");
+                    self.icmp.extend_from_slice(&buf[..len]);
+                    self.icmp_meta.push((destination, len, error));
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "cannot read the socket's error queue");
                     return false;
                 }
                 Poll::Pending => return false,
@@ -293,6 +328,19 @@ impl Driver {
             }
         }
         self.io.received += self.batch_meta.len() as u64;
+        let mut offset = 0;
+        for &(destination, len, error) in &self.icmp_meta {
+            let original = &self.icmp[offset..offset + len];
+            offset += len;
+            if original.is_empty() {
+                // A local error (EMSGSIZE) quotes no datagram; the send that failed
+                // reported it to path MTU discovery already.
+                continue;
+            }
+            state
+                .endpoint
+                .handle_icmp_error(now, destination, original, error);
+        }
     }
 
     /// Under the lock: collect datagrams to send, raw ones from the application first.
@@ -473,6 +521,8 @@ fn is_too_big(e: &io::Error) -> bool {
 /// Datagrams received per run before yielding (quinn's `IO_LOOP_BOUND` is 160; ours counts
 /// datagrams rather than GRO batches).
 pub(crate) const RECV_BUDGET: usize = 128;
+/// ICMP errors taken per run before yielding: they come at most one per datagram sent.
+pub(crate) const ICMP_BUDGET: usize = 16;
 /// Datagrams collected from the endpoint per run before yielding.
 pub(crate) const SEND_BUDGET: usize = 128;
 /// Largest GSO send: one UDP datagram's worth (IPv4), e.g. 45 packets of 1452 bytes.

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use utp_proto::IcmpError;
+
 /// What the driver needs from an async runtime: a clock, timers and a way to run a task in
 /// the background.
 pub trait Runtime: Debug + Send + Sync + 'static {
@@ -132,6 +134,29 @@ pub trait AsyncUdpSocket: Debug + Send + Sync + 'static {
             io::ErrorKind::Unsupported,
             "this socket has no segmentation offload",
         )))
+    }
+
+    /// Take one error the OS reported about a datagram this socket sent (an ICMP error, or
+    /// a local one such as a path MTU the kernel already knows): the length of that
+    /// datagram as the OS returned it, copied to the start of `buf` (its uTP header names
+    /// the connection), where it went, and what went wrong. The driver hands it to
+    /// [`Endpoint::handle_icmp_error`](utp_proto::Endpoint::handle_icmp_error): a connection
+    /// to a closed port then fails with `ConnectionRefused` in one round trip, and an open
+    /// one whose peer vanished with `ConnectionReset`.
+    ///
+    /// The driver calls it on every run, after receiving, until `Pending`; so it must be
+    /// cheap when nothing is queued, and on `Pending` either register `cx`'s waker for new
+    /// errors or rely on the receive readiness [`poll_recv_batch`](Self::poll_recv_batch)
+    /// registered, if that also wakes on errors. On Linux adapters read the socket error
+    /// queue (`batch::recv_icmp`, `batch::ErrorQueue`). The default reports nothing:
+    /// connections to a closed port then fail only when the handshake times out.
+    fn poll_recv_icmp(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr, IcmpError)>> {
+        let _ = (cx, buf);
+        Poll::Pending
     }
 
     /// Set or clear the IP don't-fragment bit for the datagrams sent from now on. The driver

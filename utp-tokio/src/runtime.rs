@@ -6,6 +6,8 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::Pin;
+#[cfg(target_os = "linux")]
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,6 +18,8 @@ use tokio::time::Sleep;
 #[cfg(target_os = "linux")]
 use utp_io::RecvMeta;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
+#[cfg(target_os = "linux")]
+use utp_proto::IcmpError;
 
 /// The tokio runtime the socket was created on.
 #[derive(Debug)]
@@ -53,22 +57,34 @@ impl AsyncTimer for TokioTimer {
 }
 
 /// A tokio UDP socket; only the driver task polls it. On Linux, IPv4 sockets send with GSO
-/// and receive with GRO and `recvmmsg` ([`utp_io::batch`]).
+/// and receive with GRO and `recvmmsg` ([`utp_io::batch`]), and ICMP errors are read from
+/// the socket's error queue.
 #[derive(Debug)]
-pub(crate) struct TokioUdp(pub(crate) tokio::net::UdpSocket, pub(crate) Batch);
+pub(crate) struct TokioUdp(pub(crate) Udp, pub(crate) Batch, Errors);
 
+#[cfg(target_os = "linux")]
+pub(crate) type Udp = Arc<tokio::net::UdpSocket>;
+#[cfg(not(target_os = "linux"))]
+pub(crate) type Udp = tokio::net::UdpSocket;
 #[cfg(target_os = "linux")]
 pub(crate) type Batch = Option<utp_io::batch::UdpBatch>;
 #[cfg(not(target_os = "linux"))]
 pub(crate) type Batch = ();
+#[cfg(target_os = "linux")]
+type Errors = ErrorWait;
+#[cfg(not(target_os = "linux"))]
+type Errors = ();
 
 impl TokioUdp {
     pub(crate) fn new(socket: tokio::net::UdpSocket) -> io::Result<Self> {
         #[cfg(target_os = "linux")]
-        let batch = utp_io::batch::UdpBatch::new(&socket)?;
+        {
+            let batch = utp_io::batch::UdpBatch::new(&socket)?;
+            utp_io::batch::enable_recv_errors(&socket)?;
+            Ok(Self(Arc::new(socket), batch, ErrorWait::default()))
+        }
         #[cfg(not(target_os = "linux"))]
-        let batch = ();
-        Ok(Self(socket, batch))
+        Ok(Self(socket, (), ()))
     }
 
     /// Run `op` when the socket is ready for `interest`, until it does not would-block.
@@ -169,6 +185,42 @@ impl AsyncUdpSocket for TokioUdp {
         self.1.as_ref().map_or(1, |b| b.max_segments())
     }
 
+    /// Error readiness (`EPOLLERR`) is its own tokio interest, which neither receive nor
+    /// send readiness includes: wait for it with a future of our own, then read the error
+    /// queue until it is empty, which clears the readiness.
+    #[cfg(target_os = "linux")]
+    fn poll_recv_icmp(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr, IcmpError)>> {
+        let interest = tokio::io::Interest::ERROR;
+        loop {
+            {
+                // Only the driver task polls the socket; the lock is never contended.
+                let mut ready = self.2.0.lock().unwrap_or_else(|e| e.into_inner());
+                let wait = ready.get_or_insert_with(|| {
+                    let socket = self.0.clone();
+                    Box::pin(async move { socket.ready(interest).await.map(drop) })
+                });
+                match wait.as_mut().poll(cx) {
+                    Poll::Ready(result) => {
+                        *ready = None;
+                        result?;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match self
+                .0
+                .try_io(interest, || utp_io::batch::recv_icmp(&*self.0, buf))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
     #[cfg(target_os = "linux")]
     fn poll_send_segments(
         &self,
@@ -183,5 +235,21 @@ impl AsyncUdpSocket for TokioUdp {
         self.poll_io(cx, tokio::io::Interest::WRITABLE, || {
             batch.try_send(&self.0, target, buf, segment)
         })
+    }
+}
+
+/// The driver's wait for error readiness: tokio offers it only as a future
+/// (`UdpSocket::ready`), which owns a handle to the socket so it can be kept between polls.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+pub(crate) struct ErrorWait(Mutex<Option<ReadyFuture>>);
+
+#[cfg(target_os = "linux")]
+type ReadyFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for ErrorWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorWait").finish_non_exhaustive()
     }
 }
