@@ -308,12 +308,24 @@ impl Endpoint {
         if self.live >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
-        // Our receive id r must be free, and so must r + 1 as seen by a future acceptor
-        // here for the same remote (its receive id is the SYN's id + 1).
+        // Our receive id r must be free here, and r + 1, the receive id the peer's acceptor
+        // will take, must not be one the peer already receives on from us: the send id of
+        // any connection we hold to it (its own outgoing connections, opened at the same
+        // time, included). Else the peer sees a conflicting SYN and the connect blocks.
         let mut recv_id = None;
         for _ in 0..64 {
             let r = self.rng.next_u32() as u16;
-            if !self.by_id.contains_key(&(remote, r)) {
+            let send = r.wrapping_add(1);
+            let taken = self.by_id.contains_key(&(remote, r))
+                || self
+                    .by_id
+                    .range((remote, 0)..=(remote, u16::MAX))
+                    .any(|(_, &slot)| {
+                        self.connections[slot]
+                            .as_ref()
+                            .is_some_and(|c| c.send_id() == send)
+                    });
+            if !taken {
                 recv_id = Some(r);
                 break;
             }
@@ -666,18 +678,9 @@ impl Endpoint {
         let Some(conn) = self.connections[slot].take() else {
             return;
         };
-        if let Some((send_id, seq_nr, ack_nr, fin_unconfirmed)) = conn.time_wait() {
+        if let Some(entry) = conn.time_wait() {
             let key = (conn.remote(), conn.recv_id());
-            self.time_wait.insert(
-                now,
-                key,
-                TimeWaitEntry {
-                    send_id,
-                    seq_nr,
-                    ack_nr,
-                    fin_unconfirmed,
-                },
-            );
+            self.time_wait.insert(now, key, entry);
         }
         if let Some(at) = self.armed[slot].take() {
             self.timers.remove(&(at, slot));
@@ -922,12 +925,16 @@ impl ResetLimiter {
 
 /// The final acknowledgement of a gracefully closed connection.
 #[derive(Clone, Copy, Debug)]
-struct TimeWaitEntry {
-    send_id: u16,
-    seq_nr: SeqNr,
-    ack_nr: SeqNr,
+pub(crate) struct TimeWaitEntry {
+    pub(crate) send_id: u16,
+    /// Our next sequence number (one past our FIN).
+    pub(crate) seq_nr: SeqNr,
+    /// Our final acknowledgement.
+    pub(crate) ack_nr: SeqNr,
     /// Our FIN (numbered `seq_nr - 1`) was never acknowledged: answer with it.
-    fin_unconfirmed: bool,
+    pub(crate) fin_unconfirmed: bool,
+    /// We accepted the connection: the sequence number of the SYN that opened it.
+    pub(crate) peer_syn: Option<SeqNr>,
 }
 
 /// TCP's TIME-WAIT without the connection: after both FINs, the side that acknowledged last
@@ -967,9 +974,10 @@ impl TimeWait {
     }
 
     /// Whether a SYN for `key` (the acceptor's receive id) with `seq` is an old duplicate
-    /// of the closed connection remembered there: at or before that connection's final ack.
+    /// of the SYN that opened the closed connection remembered there. A new connection that
+    /// drew the same id has its own random ISN and is let in (1 in 65,536 draws the same).
     fn is_old_syn(&mut self, now: Instant, key: (SocketAddr, u16), seq: SeqNr) -> bool {
-        self.get(now, key).is_some_and(|e| !seq.is_after(e.ack_nr))
+        self.get(now, key).is_some_and(|e| e.peer_syn == Some(seq))
     }
 
     fn get(&mut self, now: Instant, key: (SocketAddr, u16)) -> Option<TimeWaitEntry> {

@@ -1024,3 +1024,108 @@ fn rtt_estimate_stays_near_the_path_rtt_under_loss() {
     assert!(s.retransmits > 50, "the path lost packets: {s:?}");
     assert!(srtt < ms(100), "srtt {srtt:?} on a 40 ms path");
 }
+
+/// A SYN from `remote`'s point of view: its receive id `id`, sequence number `seq`.
+fn syn(id: u16, seq: u16) -> Vec<u8> {
+    let h = Header {
+        packet_type: PacketType::Syn,
+        connection_id: id,
+        timestamp: Timestamp(1),
+        timestamp_difference: 0,
+        wnd_size: 1 << 20,
+        seq_nr: SeqNr(seq),
+        ack_nr: SeqNr(0),
+    };
+    let mut buf = Vec::new();
+    h.encode(&OutgoingExtensions::default(), &mut buf);
+    buf
+}
+
+#[test]
+fn time_wait_drops_only_the_old_syn_not_a_new_connection_with_the_same_id() {
+    init_tracing();
+    // Issue 16, item 4: a client reconnecting quickly may draw the id of a connection that
+    // just closed; its SYN has a new random ISN and must get in. Only a delayed copy of the
+    // old SYN itself is refused.
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    let mut client = Endpoint::new(EndpointConfig::default(), start, 37).expect("config");
+    let mut server = Endpoint::new(EndpointConfig::default(), start, 38).expect("config");
+    let ch = client.connect(start, sa).expect("connect");
+    let mut buf = Vec::new();
+    let t = client.poll_transmit(start, &mut buf).expect("SYN");
+    let first_syn = buf[..t.len].to_vec();
+    let h = Packet::parse(&first_syn)
+        .expect("valid")
+        .header()
+        .to_owned();
+    server.handle_datagram(start, ca, &first_syn);
+    let mut now = exchange(&mut client, ca, &mut server, sa, start, 2);
+    client.write(ch, b"x").expect("write");
+    client.close(ch, now);
+    // The server closes as soon as it sees the client's FIN.
+    for _ in 0..10 {
+        now = exchange(&mut client, ca, &mut server, sa, now, 1);
+        while let Some((sh, e)) = server.poll_event() {
+            assert!(!matches!(e, Event::Closed { error: Some(_) }), "{e:?}");
+            if e == Event::PeerFinished {
+                server.close(sh, now);
+            }
+        }
+    }
+    assert!(
+        now - start < Duration::from_secs(50),
+        "within TIME-WAIT: {:?}",
+        now - start
+    );
+    assert_eq!(server.connection_count(), 0, "closed, in TIME-WAIT");
+    assert_eq!(server.resource_usage().time_wait_entries, 1);
+    // The old SYN, delayed in the network: refused.
+    server.handle_datagram(now, ca, &first_syn);
+    assert_eq!(server.stats().old_syns, 1);
+    assert_eq!(server.connection_count(), 0);
+    // A new connection that drew the same id, with another ISN (here one "below" the old
+    // connection's numbers, which is as likely as above): accepted.
+    let again = syn(h.connection_id, h.seq_nr.0.wrapping_sub(12_345));
+    server.handle_datagram(now, ca, &again);
+    assert_eq!(server.stats().old_syns, 1);
+    assert_eq!(server.connection_count(), 1, "{:?}", server.stats());
+}
+
+#[test]
+fn connect_avoids_an_id_the_peer_already_receives_on() {
+    init_tracing();
+    // Issue 16, item 8: hosts A and B open connections to each other at once. B's SYN
+    // (receive id s) makes A's acceptor send on s; if A then connects with receive id
+    // s - 1, B's acceptor would need receive id s, which B's own connection holds: B drops
+    // the SYN as conflicting and A's connect hangs. A must pick another id.
+    let start = Instant::now();
+    let b: SocketAddr = "10.0.0.2:2".parse().expect("b");
+    // Learn which id endpoint seed 39 draws for a connect after accepting one SYN.
+    let mut probe = Endpoint::new(EndpointConfig::default(), start, 39).expect("config");
+    probe.handle_datagram(start, b, &syn(1000, 1));
+    probe.connect(start, b).expect("connect");
+    let mut buf = Vec::new();
+    let drawn = loop {
+        let t = probe.poll_transmit(start, &mut buf).expect("SYN");
+        let p = Packet::parse(&buf[..t.len]).expect("valid");
+        if p.header().packet_type == PacketType::Syn {
+            break p.header().connection_id;
+        }
+    };
+    // Same seed, and B's SYN names exactly the id that collides with that draw.
+    let mut a = Endpoint::new(EndpointConfig::default(), start, 39).expect("config");
+    a.handle_datagram(start, b, &syn(drawn.wrapping_add(1), 1));
+    a.connect(start, b).expect("connect");
+    let chosen = loop {
+        let t = a.poll_transmit(start, &mut buf).expect("SYN");
+        let p = Packet::parse(&buf[..t.len]).expect("valid");
+        if p.header().packet_type == PacketType::Syn {
+            break p.header().connection_id;
+        }
+    };
+    assert_ne!(chosen, drawn, "the colliding id was skipped");
+}

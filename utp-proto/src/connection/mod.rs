@@ -33,6 +33,7 @@ use self::send_buf::{Kind, SendBuffer, Status};
 use self::timer::{Timer, TimerTable};
 use crate::config::ConnectionConfig;
 use crate::congestion::{AckEvent, CongestionEvent, Controller};
+use crate::endpoint::TimeWaitEntry;
 use crate::packet::{HEADER_LEN, Header, OutgoingExtensions, Packet, PacketType};
 use crate::seq::{SeqNr, Timestamp};
 use crate::{Event, Side, Transmit};
@@ -326,16 +327,15 @@ impl Connection {
             && (self.released || !self.announced)
     }
 
-    /// After a graceful close: `(send id, next seq, final ack, our FIN unconfirmed)` to
-    /// answer the peer once the connection is freed (the endpoint's TIME-WAIT table).
-    pub(crate) fn time_wait(&self) -> Option<(u16, SeqNr, SeqNr, bool)> {
-        self.both_finished.then(|| {
-            (
-                self.send_id,
-                self.state_seq(),
-                self.recv.ack_nr(),
-                self.fin_unconfirmed,
-            )
+    /// After a graceful close: what the endpoint's TIME-WAIT table needs to answer the peer
+    /// once the connection is freed.
+    pub(crate) fn time_wait(&self) -> Option<TimeWaitEntry> {
+        self.both_finished.then(|| TimeWaitEntry {
+            send_id: self.send_id,
+            seq_nr: self.state_seq(),
+            ack_nr: self.recv.ack_nr(),
+            fin_unconfirmed: self.fin_unconfirmed,
+            peer_syn: (self.side == Side::Server).then_some(self.syn_seq),
         })
     }
 
