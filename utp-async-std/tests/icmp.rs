@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use utp_async_std::UtpSocket;
@@ -52,6 +52,38 @@ async fn refused() {
         );
         assert_eq!(socket.stats().endpoint.icmp_errors, 1, "{bind} -> {closed}");
     }
+}
+
+#[test]
+fn icmp_errors_leave_the_socket_idle_and_working() {
+    async_std::task::block_on(idle_and_working());
+    smol::block_on(idle_and_working());
+}
+
+async fn idle_and_working() {
+    init_tracing();
+    let socket = UtpSocket::bind("127.0.0.1:0").await.unwrap();
+    let closed = closed_port("127.0.0.1").unwrap();
+    for _ in 0..50 {
+        let err = socket.connect(closed).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    }
+    assert_eq!(socket.stats().endpoint.icmp_errors, 50);
+    // The error queue is drained: the socket does not stay readable (or in error).
+    let before = socket.stats().driver_wakeups;
+    async_io::Timer::after(Duration::from_millis(500)).await;
+    let woke = socket.stats().driver_wakeups - before;
+    eprintln!("driver wake-ups while idle after 50 ICMP errors: {woke}");
+    assert!(woke <= 2, "the driver woke {woke} times while idle");
+    // Datagrams still flow: a connection to a live peer works.
+    let peer = UtpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let (c, s) = futures_util::future::join(socket.connect(to), peer.accept()).await;
+    let (mut c, (mut s, _)) = (c.unwrap(), s.unwrap());
+    c.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
 }
 
 /// The peer of `peer_vanishing_resets_the_connection`, in a child process: accept one

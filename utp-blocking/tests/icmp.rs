@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use utp_blocking::UtpSocket;
 
@@ -46,6 +46,36 @@ fn connect_to_a_closed_port_is_refused() {
         );
         assert_eq!(socket.stats().endpoint.icmp_errors, 1, "{bind} -> {closed}");
     }
+}
+
+#[test]
+fn icmp_errors_leave_the_socket_idle_and_working() {
+    init_tracing();
+    let socket = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = closed_port("127.0.0.1").unwrap();
+    for _ in 0..50 {
+        let err = socket.connect(closed).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    }
+    assert_eq!(socket.stats().endpoint.icmp_errors, 50);
+    // The error queue is drained: the socket does not stay readable (or in error).
+    let before = socket.stats().driver_wakeups;
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = socket.stats().driver_wakeups - before;
+    eprintln!("driver wake-ups while idle after 50 ICMP errors: {woke}");
+    assert!(woke <= 2, "the driver woke {woke} times while idle");
+    // Datagrams still flow: a connection to a live peer works.
+    let peer = UtpSocket::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap();
+    let (c, s) = std::thread::scope(|t| {
+        let accept = t.spawn(|| peer.accept());
+        (socket.connect(to), accept.join().unwrap())
+    });
+    let (mut c, (mut s, _)) = (c.unwrap(), s.unwrap());
+    c.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
 }
 
 /// The peer of `peer_vanishing_resets_the_connection`, in a child process: accept one

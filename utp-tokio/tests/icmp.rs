@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_tokio::UtpSocket;
@@ -47,6 +47,33 @@ async fn connect_to_a_closed_port_is_refused() {
         );
         assert_eq!(socket.stats().endpoint.icmp_errors, 1, "{bind} -> {closed}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icmp_errors_leave_the_socket_idle_and_working() {
+    init_tracing();
+    let socket = UtpSocket::bind("127.0.0.1:0").await.unwrap();
+    let closed = closed_port("127.0.0.1").unwrap();
+    for _ in 0..50 {
+        let err = socket.connect(closed).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    }
+    assert_eq!(socket.stats().endpoint.icmp_errors, 50);
+    // The error queue is drained: the socket does not stay readable (or in error).
+    let before = socket.stats().driver_wakeups;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let woke = socket.stats().driver_wakeups - before;
+    eprintln!("driver wake-ups while idle after 50 ICMP errors: {woke}");
+    assert!(woke <= 2, "the driver woke {woke} times while idle");
+    // Datagrams still flow: a connection to a live peer works.
+    let peer = UtpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let (c, s) = tokio::join!(socket.connect(to), peer.accept());
+    let (mut c, (mut s, _)) = (c.unwrap(), s.unwrap());
+    c.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
 }
 
 /// The peer of `peer_vanishing_resets_the_connection`, in a child process: accept one
