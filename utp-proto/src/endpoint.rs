@@ -494,13 +494,12 @@ impl Endpoint {
             match error {
                 IcmpError::Unreachable => conn.handle_unreachable(now),
                 IcmpError::PacketTooBig { mtu } => {
-                    // The datagram that did not fit, or the largest one the reported MTU
-                    // admits plus one, whichever says more.
+                    // The smallest datagram the reported MTU refuses; without one, the
+                    // datagram that did not fit. (Not the quote's length when the MTU is
+                    // known: an IPv4 router quotes at most 576 bytes of the packet.)
                     let overhead = if destination.is_ipv4() { 28 } else { 48 };
                     let len = match mtu {
-                        Some(m) => original
-                            .len()
-                            .min((m as usize).saturating_sub(overhead) + 1),
+                        Some(m) => (m as usize).saturating_sub(overhead) + 1,
                         None => original.len(),
                     };
                     conn.handle_too_big(now, len);

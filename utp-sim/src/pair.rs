@@ -60,6 +60,9 @@ pub struct AppConfig {
     pub finish_after_peer: bool,
     /// Never send our FIN: once everything is written the connection sits idle, open.
     pub keep_open: bool,
+    /// Write the first `.0` bytes, wait `.1` from the moment they are all written, then
+    /// write the rest (an application that pauses, then bursts).
+    pub pause: Option<(usize, Duration)>,
 }
 
 impl AppConfig {
@@ -72,6 +75,7 @@ impl AppConfig {
             close_when_done: true,
             finish_after_peer: false,
             keep_open: false,
+            pause: None,
         }
     }
 
@@ -111,6 +115,8 @@ pub struct App {
     /// Pattern bytes from offset `chunk_start`, generated once per chunk.
     chunk: Vec<u8>,
     chunk_start: usize,
+    /// When a paused application writes again.
+    resume_at: Option<Instant>,
 }
 
 impl App {
@@ -134,6 +140,7 @@ impl App {
             closed_event: false,
             chunk: Vec::new(),
             chunk_start: 0,
+            resume_at: None,
         }
     }
 
@@ -215,7 +222,18 @@ impl App {
         // Read first, so an application that finishes after its peer does so at once.
         self.read(ep, now, ch);
         if self.connected {
-            while self.written < self.config.send {
+            let mut limit = self.config.send;
+            if let Some((first, pause)) = self.config.pause {
+                if self.written >= first && self.resume_at.is_none() {
+                    self.resume_at = Some(now + pause);
+                }
+                if self.resume_at.is_none_or(|t| now < t) {
+                    limit = limit.min(first);
+                } else {
+                    self.config.pause = None; // over: write the rest
+                }
+            }
+            while self.written < limit {
                 if self.written >= self.chunk_start + self.chunk.len() {
                     let end = (self.written + 64 * 1024).min(self.config.send);
                     self.chunk.clear();
@@ -276,10 +294,14 @@ impl App {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        if self.closed || self.freed || self.eof {
+        if self.closed || self.freed {
             return None;
         }
-        self.next_read.filter(|_| self.config.read_budget.is_some())
+        let resume = self.resume_at.filter(|_| self.config.pause.is_some());
+        let read = self
+            .next_read
+            .filter(|_| self.config.read_budget.is_some() && !self.eof);
+        [resume, read].into_iter().flatten().min()
     }
 }
 

@@ -889,12 +889,22 @@ fn icmp_packet_too_big_lowers_the_packet_size() {
     let mut buf = Vec::new();
     let t = client.poll_transmit(now, &mut buf).expect("data");
     assert_eq!(t.len, before, "a full packet");
-    let data = buf[..t.len].to_vec();
-    // A router on the way takes 1280-byte IPv4 packets.
+    // A router on the way takes 1280-byte IPv4 packets; like IPv4 routers do, it quotes
+    // only the first 576 bytes of the packet.
+    let quote = buf[..548].to_vec();
     let too_big = IcmpError::PacketTooBig { mtu: Some(1280) };
-    assert!(client.handle_icmp_error(now, sa, &data, too_big));
+    assert!(client.handle_icmp_error(now, sa, &quote, too_big));
     let after = client.connection_stats(ch).expect("open").packet_size;
     assert!(after <= 1280 - 28, "{before} -> {after}");
+    // The search goes on below the new ceiling and finds it: it follows the MTU, not the
+    // quote's length (which would pin it at 548).
+    client.write(ch, &vec![7; 2_000_000]).expect("write");
+    exchange(&mut client, ca, &mut server, sa, now, 200);
+    let settled = client.connection_stats(ch).expect("open").packet_size;
+    assert!(
+        (1100..=1252).contains(&settled),
+        "{before} -> {after} -> {settled}"
+    );
 }
 
 #[test]
@@ -1128,4 +1138,61 @@ fn connect_avoids_an_id_the_peer_already_receives_on() {
         }
     };
     assert_ne!(chosen, drawn, "the colliding id was skipped");
+}
+
+#[test]
+fn a_burst_after_an_idle_pause_restarts_from_a_small_window() {
+    init_tracing();
+    // Issue 16, item 7: grow the window on a 10 Mbit/s, 50 ms path, pause, then write
+    // again. The stale window must not go out at once (RFC 5681 §4.1 restart window; libutp
+    // decays an idle window): what leaves before the first ACK after the pause is at most
+    // the initial window.
+    let link = LinkConfig::perfect()
+        .with_latency(ms(50))
+        .with_rate(2_500_000, 100_000);
+    let mut pair = Pair::new(link, 26);
+    // (armed, data packets from the first one after the pause, the server answered since).
+    let burst = Rc::new(RefCell::new((false, 0u32, false)));
+    let b2 = burst.clone();
+    pair.set_filter(move |dir, _, bytes| {
+        let mut b = b2.borrow_mut();
+        match (dir, packet_type(bytes)) {
+            (Direction::ClientToServer, Some(PacketType::Data)) if b.0 && !b.2 => b.1 += 1,
+            // The server's keepalives during the pause do not count: only an answer to the
+            // burst.
+            (Direction::ServerToClient, _) if b.1 > 0 => b.2 = true,
+            _ => {}
+        }
+        Verdict::Pass
+    });
+    let client = AppConfig {
+        // Counted from when the bytes entered the send buffer, so long enough to cover
+        // their delivery and then some seconds of silence.
+        pause: Some((3 << 20, Duration::from_secs(20))),
+        ..AppConfig::bulk(6 << 20)
+    };
+    pair.start_transfer(client, AppConfig::bulk(0));
+    // Drive into the pause: every byte so far delivered and acknowledged.
+    assert!(pair.drive_until(5_000_000, |p| p.server.app.received.len() >= 3 << 20));
+    let t1 = pair.elapsed();
+    pair.drive_until(5_000_000, |p| {
+        p.elapsed() >= t1 + Duration::from_millis(500)
+    });
+    let stats = pair
+        .client
+        .endpoint
+        .connection_stats(pair.client.app.handle.expect("handle"))
+        .expect("open");
+    assert_eq!(stats.bytes_in_flight, 0, "paused: {stats:?}");
+    burst.borrow_mut().0 = true;
+    pair.drive_bounded(5_000_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let (_, sent, _) = *burst.borrow();
+    println!(
+        "cwnd before the pause {} B; packets sent before the first ACK after it: {sent}",
+        stats.cwnd
+    );
+    assert!(stats.cwnd > 40_000, "a grown window: {}", stats.cwnd);
+    // The default initial window is 14,600 bytes: 11 packets of 1,380.
+    assert!(sent <= 11, "{sent} packets in the first burst");
 }

@@ -385,6 +385,15 @@ impl Controller for Ledbat {
                 self.rounds = Rounds::default();
                 self.last_cut = Some(now);
             }
+            CongestionEvent::IdleRestart => {
+                let initial = self.config.initial_window.max(2 * self.mss) as f64;
+                if self.cwnd > initial {
+                    self.ssthresh = self.ssthresh.max((self.cwnd * 0.75) as usize);
+                    self.cwnd = initial;
+                    self.slow_start = self.config.slow_start;
+                    self.rounds = Rounds::default();
+                }
+            }
         }
     }
 

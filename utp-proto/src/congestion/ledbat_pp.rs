@@ -391,6 +391,14 @@ impl Controller for LedbatPlusPlus {
                 self.slowdown_started = None;
                 self.next_slowdown = None;
             }
+            CongestionEvent::IdleRestart => {
+                let initial = self.config.initial_window.max(2 * self.mss) as f64;
+                if self.cwnd > initial && !matches!(self.phase, Phase::Frozen { .. }) {
+                    self.ssthresh = self.ssthresh.max((self.cwnd * 0.75) as usize);
+                    self.cwnd = initial;
+                    self.phase = Phase::SlowStart { initial: false };
+                }
+            }
         }
     }
 

@@ -98,4 +98,9 @@ pub enum CongestionEvent {
         /// Nothing was in flight: the timer fired on an idle connection.
         idle: bool,
     },
+    /// The connection sent no data for at least an RTO and is about to send again: the
+    /// window no longer says what the path takes, and sent at once it would be one burst.
+    /// Restart from at most the initial window, remembering the old window as the slow-start
+    /// threshold (RFC 5681 §4.1, RFC 2861).
+    IdleRestart,
 }

@@ -84,7 +84,7 @@ impl Controller for NewReno {
                 self.ssthresh = (in_flight.max(self.cwnd) / 2).max(self.min_window());
                 self.cwnd = self.ssthresh;
             }
-            CongestionEvent::Timeout { idle: true } => {
+            CongestionEvent::Timeout { idle: true } | CongestionEvent::IdleRestart => {
                 // RFC 5681 §4.1 restart window, without forgetting ssthresh.
                 self.cwnd = self
                     .cwnd

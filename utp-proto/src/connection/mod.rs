@@ -129,6 +129,8 @@ pub(crate) struct Connection {
     events: VecDeque<Event>,
     stats: ConnectionStats,
     last_sent: Instant,
+    /// When the last data packet left (new or resent), for the restart after idle.
+    last_data_sent: Instant,
 }
 
 /// How many sequence numbers below the oldest unacked packet an ACK may name and still be
@@ -282,6 +284,7 @@ impl Connection {
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
             last_sent: now,
+            last_data_sent: now,
             config,
         }
     }

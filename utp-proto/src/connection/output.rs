@@ -141,6 +141,7 @@ impl Connection {
             self.stats.fast_retransmits += 1;
         }
         self.stats.retransmits += 1;
+        self.last_data_sent = now;
         self.send.on_retransmit(seq, now);
         if self.timers.get(Timer::Retransmit).is_none() {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
@@ -216,6 +217,9 @@ impl Connection {
             return None; // the peer could not buffer more out of order anyway
         }
         let in_flight = self.send.in_flight_bytes();
+        if in_flight == 0 {
+            self.restart_after_idle(now);
+        }
         let mut size = unsent.min(mss);
         if in_flight > 0 && in_flight + size > self.cc.window() {
             self.cwnd_blocked = true;
@@ -255,6 +259,7 @@ impl Connection {
             return None; // one undersized packet in flight at a time
         }
         let seq = self.send.push(Kind::Data, size, now);
+        self.last_data_sent = now;
         if size < mss {
             self.nagle_seq = Some(seq);
         }
@@ -267,6 +272,20 @@ impl Connection {
         self.cc.on_sent(now, size, self.send.in_flight_bytes());
         self.update_peer_window_timer(now);
         Some(self.transmit_record(now, seq, Kind::Data, buf))
+    }
+
+    /// A window grown before a pause says nothing about the path now, and sent at once it
+    /// would hit the queue as one burst: after an RTO without sending data, the controller
+    /// restarts (RFC 5681 §4.1; libutp decays an idle window on its timer, UI:1206-1228).
+    fn restart_after_idle(&mut self, now: Instant) {
+        if self.stats.data_packets_sent > 0
+            && now.saturating_duration_since(self.last_data_sent) >= self.rtt.base_rto()
+        {
+            self.cc
+                .on_congestion_event(now, CongestionEvent::IdleRestart);
+            // Once per pause, not once per packet of the next burst.
+            self.last_data_sent = now;
+        }
     }
 
     pub(super) fn arm_retransmit(&mut self, now: Instant) {
