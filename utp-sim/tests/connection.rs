@@ -1196,3 +1196,48 @@ fn a_burst_after_an_idle_pause_restarts_from_a_small_window() {
     // The default initial window is 14,600 bytes: 11 packets of 1,380.
     assert!(sent <= 11, "{sent} packets in the first burst");
 }
+
+#[test]
+fn a_one_byte_reader_does_not_make_the_sender_send_tiny_packets() {
+    init_tracing();
+    // Issue 16, item 6 (silly window syndrome): the reader takes one byte per millisecond
+    // from a 16 KiB window. Neither side may turn that into a stream of tiny packets: the
+    // receiver advertises no window until a packet's worth (or half its buffer) is free,
+    // the sender waits for that much room (RFC 1122 §4.2.3.3-4).
+    let link = LinkConfig::perfect().with_latency(ms(10));
+    let mut pair = Pair::with_config(
+        EndpointConfig::default(),
+        small_window(16 * 1024),
+        link.clone(),
+        link,
+        27,
+    );
+    let sizes: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let s2 = sizes.clone();
+    pair.set_filter(move |dir, _, bytes| {
+        if let Ok(p) = Packet::parse(bytes)
+            && dir == Direction::ClientToServer
+            && p.header().packet_type == PacketType::Data
+            && !p.payload().is_empty()
+        {
+            s2.borrow_mut().push(p.payload().len());
+        }
+        Verdict::Pass
+    });
+    let total = 100 * 1024;
+    pair.start_transfer(
+        AppConfig::bulk(total),
+        AppConfig::bulk(0).slow_reader(1, ms(1)),
+    );
+    pair.drive_bounded(10_000_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let sizes = sizes.borrow();
+    let small = sizes.iter().filter(|&&n| n < 500).count();
+    println!(
+        "{} data packets, {small} under 500 bytes, mean {} B",
+        sizes.len(),
+        sizes.iter().sum::<usize>() / sizes.len()
+    );
+    // The last packet of the stream may be short; a probe or two may be one byte.
+    assert!(small <= 5, "{small} tiny packets of {}", sizes.len());
+}

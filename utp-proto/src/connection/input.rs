@@ -157,6 +157,7 @@ impl Connection {
         }
         self.update_reply_micro(now, h.timestamp);
         self.peer_wnd = h.wnd_size as usize;
+        self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
         if let Some(reason) = packet.close_reason() {
             if self.stats.peer_close_reason != Some(reason) {
                 debug!(remote = %self.remote, reason, "peer's close reason");
@@ -471,7 +472,7 @@ impl Connection {
 
     /// The application read data: tell a sender that saw a closed window.
     pub(super) fn on_window_opened(&mut self) {
-        let w = self.recv.window();
+        let w = self.advertised_window();
         let mss = self.mss();
         if self.last_advertised < mss && w >= mss {
             self.ack_now = true;
@@ -481,8 +482,9 @@ impl Connection {
     }
 
     pub(super) fn update_peer_window_timer(&mut self, now: Instant) {
-        let blocked =
-            self.peer_wnd == 0 && self.send.in_flight_packets() == 0 && self.send.unsent() > 0;
+        let blocked = !self.peer_room_is_useful(self.peer_wnd)
+            && self.send.in_flight_packets() == 0
+            && self.send.unsent() > 0;
         if blocked {
             if self.timers.get(Timer::ZeroWindow).is_none() {
                 let interval = self.zero_window_interval();

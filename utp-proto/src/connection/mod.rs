@@ -65,6 +65,8 @@ pub(crate) struct Connection {
     timers: TimerTable,
     /// The peer's advertised receive window.
     peer_wnd: usize,
+    /// The largest window the peer advertised (sender-side silly-window avoidance).
+    max_peer_wnd: usize,
     /// `timestamp_difference` for our next packet.
     reply_micro: u32,
     /// In-order data packets received since our last acknowledgement.
@@ -200,6 +202,7 @@ impl Connection {
         c.update_reply_micro(now, syn.timestamp);
         // libtorrent's SYN advertises 0 (LS:1002): never take a SYN's window as a hard zero.
         c.peer_wnd = (syn.wnd_size as usize).max(c.mss());
+        c.max_peer_wnd = c.peer_wnd;
         c.send_syn_ack = true;
         c.stats.packets_received += 1;
         c.timers.set(Timer::Retransmit, now + c.handshake_timeout());
@@ -244,6 +247,7 @@ impl Connection {
             cc: config.controller.build(now, mss),
             timers: TimerTable::default(),
             peer_wnd: mss,
+            max_peer_wnd: mss,
             reply_micro: 0,
             unacked_packets: 0,
             ack_now: false,
@@ -411,6 +415,26 @@ impl Connection {
 
     fn mss(&self) -> usize {
         self.mtu.max_payload()
+    }
+
+    /// The receive window we advertise: the free space, or nothing until a full packet's
+    /// worth (or half the buffer, if smaller) is free. Opening it a few bytes at a time, as
+    /// a slow reader frees them, would draw a stream of tiny packets (silly window syndrome,
+    /// RFC 1122 §4.2.3.3).
+    pub(super) fn advertised_window(&self) -> usize {
+        let w = self.recv.window();
+        if w < self.mss().min(self.config.receive_window / 2) {
+            0
+        } else {
+            w
+        }
+    }
+
+    /// Room in the peer's window worth a packet: a full one, or half the largest window the
+    /// peer ever offered (RFC 1122 §4.2.3.4). Less waits for the window to open, with the
+    /// zero-window probe as the fallback.
+    pub(super) fn peer_room_is_useful(&self, room: usize) -> bool {
+        room > 0 && room >= self.mss().min(self.max_peer_wnd / 2)
     }
 
     // ----- application calls ---------------------------------------------------------------

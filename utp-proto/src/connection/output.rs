@@ -244,8 +244,9 @@ impl Connection {
         }
         let probe = std::mem::take(&mut self.zero_window_probe);
         if in_flight + size > self.peer_wnd {
-            if in_flight == 0 && self.peer_wnd > 0 {
-                size = self.peer_wnd.min(size);
+            let room = self.peer_wnd.saturating_sub(in_flight);
+            if in_flight == 0 && (self.peer_room_is_useful(room) || (probe && room > 1)) {
+                size = room.min(size);
             } else if probe && in_flight == 0 {
                 // Zero-window probe: one byte the receiver keeps slack for.
                 size = 1;
@@ -345,7 +346,7 @@ impl Connection {
             connection_id: self.send_id,
             timestamp: self.timestamp(now),
             timestamp_difference: self.reply_micro,
-            wnd_size: self.recv.window() as u32,
+            wnd_size: self.advertised_window() as u32,
             seq_nr,
             ack_nr: self.recv.ack_nr(),
         }
@@ -383,6 +384,6 @@ impl Connection {
         self.ack_now = false;
         self.send_keepalive = false;
         self.timers.stop(Timer::Ack);
-        self.last_advertised = self.recv.window();
+        self.last_advertised = self.advertised_window();
     }
 }
