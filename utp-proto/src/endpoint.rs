@@ -38,8 +38,11 @@ pub struct Endpoint {
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
     live: usize,
-    /// Slots of incoming connections whose peer has not answered the SYN-ACK yet.
-    unverified: VecDeque<(Instant, usize)>,
+    /// Incoming connections whose peer has not answered the SYN-ACK yet, by when their
+    /// peer was last heard (the SYN, or a retried SYN), oldest first.
+    unverified: BTreeSet<(Instant, usize)>,
+    /// Per slot: its key in `unverified`, if there.
+    unverified_since: Vec<Option<Instant>>,
     /// `(remote, our receive id)` to slot.
     by_id: BTreeMap<(SocketAddr, u16), usize>,
     /// Connections with a deadline, ordered by it.
@@ -199,7 +202,8 @@ impl Endpoint {
             connections: Vec::new(),
             free_slots: Vec::new(),
             live: 0,
-            unverified: VecDeque::new(),
+            unverified: BTreeSet::new(),
+            unverified_since: Vec::new(),
             by_id: BTreeMap::new(),
             timers: BTreeSet::new(),
             armed: Vec::new(),
@@ -430,8 +434,7 @@ impl Endpoint {
                         self.stats.invalid_acks += after.0 - before.0;
                         self.stats.packets_dropped += after.1 - before.1;
                         self.stats.closed_connection_packets += after.2 - before.2;
-                        if conn.is_known_to_app() && self.unverified.iter().any(|&(_, s)| s == slot)
-                        {
+                        if conn.is_known_to_app() && self.unverified_since[slot].is_some() {
                             self.stats.connections_accepted += 1;
                         }
                     }
@@ -625,6 +628,7 @@ impl Endpoint {
             None => {
                 self.connections.push(Some(conn));
                 self.armed.push(None);
+                self.unverified_since.push(None);
                 self.queued.push(false);
                 self.connections.len() - 1
             }
@@ -654,10 +658,10 @@ impl Endpoint {
         }
         let deadline = conn.poll_timeout();
         let drained = conn.is_drained();
-        if !conn.is_unverified() || drained {
-            if let Some(i) = self.unverified.iter().position(|&(_, s)| s == slot) {
-                self.unverified.remove(i);
-            }
+        if (!conn.is_unverified() || drained)
+            && let Some(since) = self.unverified_since[slot].take()
+        {
+            self.unverified.remove(&(since, slot));
         }
         if self.armed[slot] != deadline {
             if let Some(old) = self.armed[slot] {
@@ -702,6 +706,11 @@ impl Endpoint {
             if let Some(conn) = self.connections[slot].as_mut() {
                 if conn.handle_syn(now, h) {
                     self.stats.duplicate_syns += 1;
+                    // A client retrying its SYN is alive: not the stale entry to evict.
+                    if let Some(since) = self.unverified_since[slot].replace(now) {
+                        self.unverified.remove(&(since, slot));
+                        self.unverified.insert((now, slot));
+                    }
                     self.after(slot, now);
                 } else {
                     self.stats.conflicting_syns += 1;
@@ -728,10 +737,10 @@ impl Endpoint {
             // entries never do), so a real client gets in while a flood lasts. A younger
             // entry is probably a real client in a burst: then the new SYN is dropped, and
             // its sender retries.
-            let evictable = self.unverified.front().is_some_and(|&(created, _)| {
-                now.saturating_duration_since(created) >= self.config.connection.initial_rto
+            let evictable = self.unverified.first().is_some_and(|&(heard, _)| {
+                now.saturating_duration_since(heard) >= self.config.connection.initial_rto
             });
-            let Some((_, victim)) = self.unverified.front().copied().filter(|_| evictable) else {
+            let Some((_, victim)) = self.unverified.first().copied().filter(|_| evictable) else {
                 if table_full {
                     self.stats.syn_dropped_connections += 1;
                 } else {
@@ -755,7 +764,8 @@ impl Endpoint {
             self.config.connection.clone(),
         );
         let ch = self.insert(conn);
-        self.unverified.push_back((now, ch.0));
+        self.unverified.insert((now, ch.0));
+        self.unverified_since[ch.0] = Some(now);
         trace!(%remote, conn_id = h.connection_id, "SYN received");
         self.after(ch.0, now);
     }
