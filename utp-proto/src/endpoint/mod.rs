@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -13,6 +13,19 @@ use crate::connection::{Connection, ConnectionStats, ReadError, WriteError};
 use crate::packet::{Header, OutgoingExtensions, Packet, PacketType};
 use crate::seq::{SeqNr, Timestamp};
 use crate::{ConnectionHandle, Event, Side, Transmit};
+
+mod handshake;
+mod ids;
+mod stats;
+mod strays;
+mod time_wait;
+
+pub use stats::{EndpointStats, ResourceUsage};
+pub(crate) use time_wait::TimeWaitEntry;
+
+use handshake::Backlog;
+use strays::ResetLimiter;
+use time_wait::TimeWait;
 
 /// Owns every uTP connection on one UDP socket: demultiplexes datagrams, answers strays,
 /// runs timers and collects output.
@@ -38,11 +51,8 @@ pub struct Endpoint {
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
     live: usize,
-    /// Incoming connections whose peer has not answered the SYN-ACK yet, by when their
-    /// peer was last heard (the SYN, or a retried SYN), oldest first.
-    unverified: BTreeSet<(Instant, usize)>,
-    /// Per slot: its key in `unverified`, if there.
-    unverified_since: Vec<Option<Instant>>,
+    /// Incoming connections whose peer has not answered the SYN-ACK yet.
+    backlog: Backlog,
     /// `(remote, our receive id)` to slot.
     by_id: BTreeMap<(SocketAddr, u16), usize>,
     /// Connections with a deadline, ordered by it.
@@ -59,62 +69,6 @@ pub struct Endpoint {
     stats: EndpointStats,
 }
 
-/// Endpoint-wide counters; every dropped datagram is counted under one reason.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct EndpointStats {
-    /// Datagrams passed to `handle_datagram`.
-    pub datagrams_received: u64,
-    /// Datagrams returned by `poll_transmit`.
-    pub datagrams_sent: u64,
-    /// Datagrams that did not parse as uTP.
-    pub malformed: u64,
-    /// Packets for no known connection.
-    pub unknown_connection: u64,
-    /// `ST_RESET` sent to strays.
-    pub resets_sent: u64,
-    /// Resets to strays suppressed by the rate limit.
-    pub resets_suppressed: u64,
-    /// Retransmissions for recently closed connections answered with their final ACK.
-    pub time_wait_acks: u64,
-    /// Such answers not sent because the reply queue was full.
-    pub time_wait_acks_suppressed: u64,
-    /// Acknowledgements for recently closed connections, which need no answer.
-    pub time_wait_ignored: u64,
-    /// `ST_RESET` received that matched no connection or failed validation.
-    pub resets_ignored: u64,
-    /// SYNs dropped: incoming connections are disabled.
-    pub syn_refused: u64,
-    /// SYNs dropped: `max_connections` reached.
-    pub syn_dropped_connections: u64,
-    /// SYNs dropped: the SYN backlog was full of entries younger than an initial RTO.
-    pub syn_dropped_backlog: u64,
-    /// Unverified incoming connections evicted to make room for a new SYN.
-    pub syn_evicted: u64,
-    /// Duplicate SYNs answered with the same SYN-ACK.
-    pub duplicate_syns: u64,
-    /// SYNs naming a live connection's id with another sequence number, dropped.
-    pub conflicting_syns: u64,
-    /// SYNs older than the end of the closed connection they opened (TIME-WAIT), dropped.
-    pub old_syns: u64,
-    /// Packets whose `ack_nr` names nothing we sent, ignored (all connections).
-    pub invalid_acks: u64,
-    /// Data dropped by a connection: too far ahead, no room in the window, past the FIN.
-    pub packets_dropped: u64,
-    /// Packets for a connection that already ended (not re-acknowledged), ignored.
-    pub closed_connection_packets: u64,
-    /// Connections accepted (verified).
-    pub connections_accepted: u64,
-    /// Connections opened with `connect`.
-    pub connections_initiated: u64,
-    /// Connections currently held, in any state.
-    pub connections: usize,
-    /// ICMP errors ([`Endpoint::handle_icmp_error`]) that reached a connection.
-    pub icmp_errors: u64,
-    /// ICMP errors about no connection we know (or an unreadable quoted datagram), ignored.
-    pub icmp_ignored: u64,
-}
-
 /// An ICMP error about a datagram we sent, for [`Endpoint::handle_icmp_error`].
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 #[non_exhaustive]
@@ -127,48 +81,6 @@ pub enum IcmpError {
         /// The next-hop MTU the router reported (the whole IP packet), if any.
         mtu: Option<u32>,
     },
-}
-
-/// A snapshot of what an [`Endpoint`] holds, from [`Endpoint::resource_usage`].
-///
-/// Every figure is bounded by configuration: `connections <= max_connections`,
-/// `unverified_connections <= syn_backlog`, per connection `send_buffer` bytes written but
-/// unacknowledged, at most `2 * receive_window + packet_size` bytes received (unread plus held
-/// out of order) and `max_reorder_packets` reorder slots; `time_wait_entries <=
-/// max_connections`; `stray_replies <= 64`; `reset_memory_entries <= 1000`.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
-#[non_exhaustive]
-pub struct ResourceUsage {
-    /// Connections held, in any state.
-    pub connections: usize,
-    /// Incoming connections whose peer has not answered the SYN-ACK.
-    pub unverified_connections: usize,
-    /// Slots in the connection table (live plus free for reuse).
-    pub slots: usize,
-    /// Bytes written by applications and not yet acknowledged, all connections.
-    pub send_buffered_bytes: usize,
-    /// The largest such figure of one connection.
-    pub max_send_buffered_bytes: usize,
-    /// Bytes received and not yet read (in order or held out of order), all connections.
-    pub receive_buffered_bytes: usize,
-    /// The largest such figure of one connection.
-    pub max_receive_buffered_bytes: usize,
-    /// Out-of-order slots allocated, all connections.
-    pub reorder_slots: usize,
-    /// The largest such figure of one connection.
-    pub max_reorder_slots: usize,
-    /// Sent packets not yet cumulatively acknowledged, all connections.
-    pub outstanding_packets: usize,
-    /// Events waiting in [`Endpoint::poll_event`].
-    pub pending_events: usize,
-    /// Events a connection has not yet handed to the endpoint.
-    pub pending_connection_events: usize,
-    /// Replies to strays waiting for `poll_transmit`.
-    pub stray_replies: usize,
-    /// Closed connections whose final ACK is remembered.
-    pub time_wait_entries: usize,
-    /// Remembered (address, id) pairs that got a reset.
-    pub reset_memory_entries: usize,
 }
 
 /// Why [`Endpoint::connect`] failed.
@@ -202,8 +114,7 @@ impl Endpoint {
             connections: Vec::new(),
             free_slots: Vec::new(),
             live: 0,
-            unverified: BTreeSet::new(),
-            unverified_since: Vec::new(),
+            backlog: Backlog::default(),
             by_id: BTreeMap::new(),
             timers: BTreeSet::new(),
             armed: Vec::new(),
@@ -269,7 +180,7 @@ impl Endpoint {
     pub fn resource_usage(&self) -> ResourceUsage {
         let mut u = ResourceUsage {
             connections: self.live,
-            unverified_connections: self.unverified.len(),
+            unverified_connections: self.backlog.len(),
             pending_events: self.events.len(),
             stray_replies: self.stray_replies.len(),
             time_wait_entries: self.time_wait.entries.len(),
@@ -312,29 +223,9 @@ impl Endpoint {
         if self.live >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
-        // Our receive id r must be free here, and r + 1, the receive id the peer's acceptor
-        // will take, must not be one the peer already receives on from us: the send id of
-        // any connection we hold to it (its own outgoing connections, opened at the same
-        // time, included). Else the peer sees a conflicting SYN and the connect blocks.
-        let mut recv_id = None;
-        for _ in 0..64 {
-            let r = self.rng.next_u32() as u16;
-            let send = r.wrapping_add(1);
-            let taken = self.by_id.contains_key(&(remote, r))
-                || self
-                    .by_id
-                    .range((remote, 0)..=(remote, u16::MAX))
-                    .any(|(_, &slot)| {
-                        self.connections[slot]
-                            .as_ref()
-                            .is_some_and(|c| c.send_id() == send)
-                    });
-            if !taken {
-                recv_id = Some(r);
-                break;
-            }
-        }
-        let recv_id = recv_id.ok_or(ConnectError::NoConnectionIds)?;
+        let recv_id = self
+            .free_recv_id(remote)
+            .ok_or(ConnectError::NoConnectionIds)?;
         let isn = SeqNr(self.rng.next_u32() as u16);
         let conn = Connection::connect(now, self.epoch, remote, recv_id, isn, config);
         let ch = self.insert(conn);
@@ -434,7 +325,7 @@ impl Endpoint {
                         self.stats.invalid_acks += after.0 - before.0;
                         self.stats.packets_dropped += after.1 - before.1;
                         self.stats.closed_connection_packets += after.2 - before.2;
-                        if conn.is_known_to_app() && self.unverified_since[slot].is_some() {
+                        if conn.is_known_to_app() && self.backlog.contains(slot) {
                             self.stats.connections_accepted += 1;
                         }
                     }
@@ -511,24 +402,6 @@ impl Endpoint {
         }
         self.after(slot, now);
         true
-    }
-
-    /// The connection a datagram we sent belonged to: a SYN carries our receive id, every
-    /// other packet our send id, which is our receive id ± 1.
-    fn icmp_target(&self, destination: SocketAddr, original: &[u8]) -> Option<usize> {
-        let h = Header::decode(original).ok()?;
-        let id = h.connection_id;
-        if h.packet_type == PacketType::Syn {
-            return self.by_id.get(&(destination, id)).copied();
-        }
-        [id.wrapping_sub(1), id.wrapping_add(1)]
-            .into_iter()
-            .filter_map(|r| self.by_id.get(&(destination, r)).copied())
-            .find(|&slot| {
-                self.connections[slot]
-                    .as_ref()
-                    .is_some_and(|c| c.send_id() == id)
-            })
     }
 
     /// Run timers that are due. Calling it early or twice is harmless.
@@ -628,7 +501,6 @@ impl Endpoint {
             None => {
                 self.connections.push(Some(conn));
                 self.armed.push(None);
-                self.unverified_since.push(None);
                 self.queued.push(false);
                 self.connections.len() - 1
             }
@@ -658,10 +530,8 @@ impl Endpoint {
         }
         let deadline = conn.poll_timeout();
         let drained = conn.is_drained();
-        if (!conn.is_unverified() || drained)
-            && let Some(since) = self.unverified_since[slot].take()
-        {
-            self.unverified.remove(&(since, slot));
+        if !conn.is_unverified() || drained {
+            self.backlog.remove(slot);
         }
         if self.armed[slot] != deadline {
             if let Some(old) = self.armed[slot] {
@@ -697,169 +567,6 @@ impl Endpoint {
         }
         trace!(remote = %conn.remote(), "connection freed");
     }
-
-    fn handle_syn(&mut self, now: Instant, remote: SocketAddr, packet: &Packet<'_>) {
-        let h = packet.header();
-        // The acceptor receives on the SYN's id + 1 (BEP 29 §connection setup).
-        let key = (remote, h.connection_id.wrapping_add(1));
-        if let Some(&slot) = self.by_id.get(&key) {
-            if let Some(conn) = self.connections[slot].as_mut() {
-                if conn.handle_syn(now, h) {
-                    self.stats.duplicate_syns += 1;
-                    // A client retrying its SYN is alive: not the stale entry to evict.
-                    if let Some(since) = self.unverified_since[slot].replace(now) {
-                        self.unverified.remove(&(since, slot));
-                        self.unverified.insert((now, slot));
-                    }
-                    self.after(slot, now);
-                } else {
-                    self.stats.conflicting_syns += 1;
-                }
-            }
-            return;
-        }
-        if self.time_wait.is_old_syn(now, key, h.seq_nr) {
-            // A SYN delayed in the network that opened a connection which has since closed:
-            // it is older than that connection's end.
-            self.stats.old_syns += 1;
-            return;
-        }
-        if !self.config.accept_incoming {
-            // Say no at once rather than let the initiator retry for its whole SYN timeout.
-            self.stats.syn_refused += 1;
-            self.reply_reset(now, remote, h);
-            return;
-        }
-        let table_full = self.live >= self.config.max_connections;
-        if table_full || self.unverified.len() >= self.config.syn_backlog {
-            // A flood fills the backlog. The oldest entry goes if its peer had an initial RTO
-            // to answer our SYN-ACK and did not (a real client answers within an RTT; spoofed
-            // entries never do), so a real client gets in while a flood lasts. A younger
-            // entry is probably a real client in a burst: then the new SYN is dropped, and
-            // its sender retries.
-            let evictable = self.unverified.first().is_some_and(|&(heard, _)| {
-                now.saturating_duration_since(heard) >= self.config.connection.initial_rto
-            });
-            let Some((_, victim)) = self.unverified.first().copied().filter(|_| evictable) else {
-                if table_full {
-                    self.stats.syn_dropped_connections += 1;
-                } else {
-                    self.stats.syn_dropped_backlog += 1;
-                }
-                return;
-            };
-            self.stats.syn_evicted += 1;
-            if let Some(conn) = self.connections[victim].as_mut() {
-                conn.abandon();
-            }
-            self.settle(victim, now);
-        }
-        let isn = SeqNr(self.rng.next_u32() as u16);
-        let conn = Connection::accept(
-            now,
-            self.epoch,
-            remote,
-            h,
-            isn,
-            self.config.connection.clone(),
-        );
-        let ch = self.insert(conn);
-        self.unverified.insert((now, ch.0));
-        self.unverified_since[ch.0] = Some(now);
-        trace!(%remote, conn_id = h.connection_id, "SYN received");
-        self.after(ch.0, now);
-    }
-
-    fn handle_reset(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
-        // A reset normally carries our receive id; libutp's reset for a connection it does
-        // not know carries our send id, which is our receive id ± 1 (PROTOCOL §2.3).
-        let id = h.connection_id;
-        let candidates = [
-            self.by_id.get(&(remote, id)).copied(),
-            self.by_id.get(&(remote, id.wrapping_sub(1))).copied(),
-            self.by_id.get(&(remote, id.wrapping_add(1))).copied(),
-        ];
-        for (i, slot) in candidates.into_iter().enumerate() {
-            let Some(slot) = slot else { continue };
-            let Some(conn) = self.connections[slot].as_mut() else {
-                continue;
-            };
-            if i > 0 && conn.send_id() != id {
-                continue;
-            }
-            if conn.handle_reset(h) {
-                self.after(slot, now);
-                return;
-            }
-        }
-        self.stats.resets_ignored += 1;
-    }
-
-    /// A non-SYN packet for no connection: re-acknowledge it if the connection closed
-    /// gracefully a moment ago, else answer with a rate-limited reset, like libutp.
-    fn handle_stray(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
-        if let Some(tw) = self.time_wait.get(now, (remote, h.connection_id)) {
-            if h.packet_type == PacketType::State {
-                // An acknowledgement needs no answer.
-                self.stats.time_wait_ignored += 1;
-            } else if self.stray_replies.len() + 2 > MAX_STRAY_REPLIES {
-                self.stats.time_wait_acks_suppressed += 1;
-            } else {
-                self.stats.time_wait_acks += 1;
-                // Our FIN again if it may not have arrived (it carries the ack); else the
-                // ack numbered past our FIN for libutp, and like the FIN for libtorrent
-                // (`Connection::state_seq`): each peer takes one of the two.
-                let replies: &[(PacketType, SeqNr)] = if tw.fin_unconfirmed {
-                    &[(PacketType::Fin, tw.seq_nr.prev())]
-                } else {
-                    &[
-                        (PacketType::State, tw.seq_nr),
-                        (PacketType::State, tw.seq_nr.prev()),
-                    ]
-                };
-                for &(packet_type, seq_nr) in replies {
-                    let ack = Header {
-                        packet_type,
-                        connection_id: tw.send_id,
-                        timestamp: self.timestamp(now),
-                        timestamp_difference: 0,
-                        wnd_size: 0,
-                        seq_nr,
-                        ack_nr: tw.ack_nr,
-                    };
-                    self.stray_replies.push_back((remote, ack));
-                }
-            }
-            return;
-        }
-        self.stats.unknown_connection += 1;
-        self.reply_reset(now, remote, h);
-    }
-
-    /// Answer `h` with `ST_RESET` (connection id as received, `ack_nr` = its `seq_nr`, like
-    /// libutp), within the reset rate limit.
-    fn reply_reset(&mut self, now: Instant, remote: SocketAddr, h: &Header) {
-        if !self.config.reset_unknown {
-            return;
-        }
-        if !self.resets.allow(now, remote, h.connection_id)
-            || self.stray_replies.len() >= MAX_STRAY_REPLIES
-        {
-            self.stats.resets_suppressed += 1;
-            return;
-        }
-        self.stats.resets_sent += 1;
-        let reset = Header {
-            packet_type: PacketType::Reset,
-            connection_id: h.connection_id,
-            timestamp: self.timestamp(now),
-            timestamp_difference: 0,
-            wnd_size: 0,
-            seq_nr: SeqNr(self.rng.next_u32() as u16),
-            ack_nr: h.seq_nr,
-        };
-        self.stray_replies.push_back((remote, reset));
-    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -868,146 +575,5 @@ impl std::fmt::Debug for Endpoint {
             .field("connections", &self.live)
             .field("stats", &self.stats)
             .finish()
-    }
-}
-
-/// Resets queued for strays at most (each is 20 bytes).
-const MAX_STRAY_REPLIES: usize = 64;
-/// Entries remembered for reset de-duplication (libutp's `RST_INFO_LIMIT`).
-const RESET_MEMORY: usize = 1000;
-/// How long one (remote, id) pair gets no second reset (libutp's `RST_INFO_TIMEOUT`).
-const RESET_MEMORY_TIME: Duration = Duration::from_secs(10);
-
-/// libutp's `rst_info` table plus a global token bucket.
-#[derive(Debug)]
-struct ResetLimiter {
-    recent: VecDeque<(Instant, SocketAddr, u16)>,
-    members: BTreeSet<(SocketAddr, u16)>,
-    per_second: u32,
-    window_start: Option<Instant>,
-    in_window: u32,
-}
-
-impl ResetLimiter {
-    fn new(per_second: u32) -> Self {
-        Self {
-            recent: VecDeque::new(),
-            members: BTreeSet::new(),
-            per_second,
-            window_start: None,
-            in_window: 0,
-        }
-    }
-
-    fn allow(&mut self, now: Instant, remote: SocketAddr, id: u16) -> bool {
-        self.expire(now);
-        if self.members.contains(&(remote, id)) || self.recent.len() >= RESET_MEMORY {
-            return false;
-        }
-        match self.window_start {
-            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
-                if self.in_window >= self.per_second {
-                    return false;
-                }
-            }
-            _ => {
-                self.window_start = Some(now);
-                self.in_window = 0;
-            }
-        }
-        self.in_window += 1;
-        self.recent.push_back((now, remote, id));
-        self.members.insert((remote, id));
-        true
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(t, remote, id)) = self.recent.front() {
-            if now.saturating_duration_since(t) < RESET_MEMORY_TIME {
-                break;
-            }
-            self.recent.pop_front();
-            self.members.remove(&(remote, id));
-        }
-    }
-}
-
-/// The final acknowledgement of a gracefully closed connection.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TimeWaitEntry {
-    pub(crate) send_id: u16,
-    /// Our next sequence number (one past our FIN).
-    pub(crate) seq_nr: SeqNr,
-    /// Our final acknowledgement.
-    pub(crate) ack_nr: SeqNr,
-    /// Our FIN (numbered `seq_nr - 1`) was never acknowledged: answer with it.
-    pub(crate) fin_unconfirmed: bool,
-    /// We accepted the connection: the sequence number of the SYN that opened it.
-    pub(crate) peer_syn: Option<SeqNr>,
-}
-
-/// TCP's TIME-WAIT without the connection: after both FINs, the side that acknowledged last
-/// keeps its final ACK for a while, so a peer whose copy of that ACK was lost still closes
-/// cleanly instead of meeting a reset. A few dozen bytes per entry, at most one entry per
-/// allowed connection; the oldest entry goes first when full.
-#[derive(Debug)]
-struct TimeWait {
-    entries: BTreeMap<(SocketAddr, u16), (Instant, TimeWaitEntry)>,
-    order: VecDeque<(Instant, SocketAddr, u16)>,
-    duration: Duration,
-    cap: usize,
-}
-
-impl TimeWait {
-    fn new(duration: Duration, cap: usize) -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            order: VecDeque::new(),
-            duration,
-            cap,
-        }
-    }
-
-    fn insert(&mut self, now: Instant, key: (SocketAddr, u16), entry: TimeWaitEntry) {
-        if self.duration.is_zero() {
-            return;
-        }
-        self.expire(now);
-        if self.order.len() >= self.cap {
-            if let Some((t, a, id)) = self.order.pop_front() {
-                self.remove_if_same(t, (a, id));
-            }
-        }
-        self.entries.insert(key, (now, entry));
-        self.order.push_back((now, key.0, key.1));
-    }
-
-    /// Whether a SYN for `key` (the acceptor's receive id) with `seq` is an old duplicate
-    /// of the SYN that opened the closed connection remembered there. A new connection that
-    /// drew the same id has its own random ISN and is let in (1 in 65,536 draws the same).
-    fn is_old_syn(&mut self, now: Instant, key: (SocketAddr, u16), seq: SeqNr) -> bool {
-        self.get(now, key).is_some_and(|e| e.peer_syn == Some(seq))
-    }
-
-    fn get(&mut self, now: Instant, key: (SocketAddr, u16)) -> Option<TimeWaitEntry> {
-        self.expire(now);
-        self.entries.get(&key).map(|&(_, e)| e)
-    }
-
-    /// Remove `key` unless a newer entry replaced it.
-    fn remove_if_same(&mut self, inserted: Instant, key: (SocketAddr, u16)) {
-        if self.entries.get(&key).is_some_and(|&(t, _)| t == inserted) {
-            self.entries.remove(&key);
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(t, a, id)) = self.order.front() {
-            if now.saturating_duration_since(t) < self.duration {
-                break;
-            }
-            self.order.pop_front();
-            self.remove_if_same(t, (a, id));
-        }
     }
 }
