@@ -1,5 +1,8 @@
 //! The endpoint's counters and its memory snapshot.
 
+#[cfg(doc)]
+use super::Endpoint;
+
 /// Endpoint-wide counters; every dropped datagram is counted under one reason.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
