@@ -210,6 +210,8 @@ pub struct Ledbat {
     delay: DelayEstimator,
     rtt: SmoothedRtt,
     last_cut: Option<Instant>,
+    /// Smallest RTT the connection measured.
+    min_rtt: Option<Duration>,
     rounds: Rounds,
     burst: BurstLimit,
 }
@@ -228,6 +230,7 @@ impl Ledbat {
             delay: DelayEstimator::new(config.delay_config()),
             rtt: SmoothedRtt::default(),
             last_cut: None,
+            min_rtt: None,
             rounds: Rounds::default(),
             burst: BurstLimit::default(),
         }
@@ -253,6 +256,13 @@ impl Ledbat {
 
     fn min_window(&self) -> f64 {
         (self.config.min_window * self.mss) as f64
+    }
+
+    /// The path's bandwidth-delay product as slow start measured it: the rate ACKs came back
+    /// at times the smallest RTT.
+    fn slow_start_bdp(&self) -> Option<f64> {
+        let rate = self.rounds.delivery_rate()?;
+        Some(rate * self.min_rtt?.as_secs_f64())
     }
 
     fn exit_slow_start(&mut self) {
@@ -312,11 +322,16 @@ impl Ledbat {
 }
 
 impl Controller for Ledbat {
+    fn on_sent(&mut self, _now: Instant, bytes: usize, _in_flight: usize) {
+        self.rounds.on_sent(bytes);
+    }
+
     fn on_ack(&mut self, now: Instant, ack: &AckEvent) {
         if let Some(sample) = ack.delay_sample {
             self.delay.on_sample(now, sample, ack.rtt);
         }
         self.rtt.update(ack.rtt);
+        self.min_rtt = ack.min_rtt.or(self.min_rtt);
         self.burst.on_ack(ack, self.cwnd);
         let Some(mut queuing) = self.delay.queuing_delay() else {
             // No delay signal yet (the peer sends none): only slow start grows, and a loss
@@ -334,14 +349,13 @@ impl Controller for Ledbat {
             queuing = queuing.min(rtt);
         }
         if self.slow_start {
-            self.rounds
-                .update(now, queuing, ack.bytes_acked, self.rtt.get());
+            self.rounds.update(now, queuing, ack.bytes_acked);
             match self.slow_start_step(queuing, self.rounds.standing(), ack.rtt) {
                 None => {
                     self.exit_slow_start();
                     // The window that keeps exactly the target queue at the rate ACKs came
                     // back: sheds what the blind last RTT added (ssthresh keeps the peak).
-                    if let (Some(rate), Some(base)) = (self.rounds.last_rate, ack.min_rtt) {
+                    if let (Some(rate), Some(base)) = (self.rounds.delivery_rate(), ack.min_rtt) {
                         let fit = rate * (base + self.config.target).as_secs_f64();
                         self.cwnd = self.cwnd.min(fit).max(self.min_window());
                     }
@@ -370,7 +384,20 @@ impl Controller for Ledbat {
                         return;
                     }
                 }
-                self.cwnd = (self.cwnd / 2.0).max(self.min_window());
+                let half = (self.cwnd / 2.0).max(self.min_window());
+                self.cwnd = match (self.slow_start, self.slow_start_bdp()) {
+                    // A loss that ends slow start on a queue shorter than the target: the
+                    // window that overflowed it was the BDP plus the queue plus up to one RTT
+                    // of blind growth. Keep the BDP measured at the rate ACKs came back (TCP
+                    // Westwood+'s `BWE × RTTmin`), between half and all of the window:
+                    // halving leaves the link idle for as many RTTs of linear growth as the
+                    // BDP has packets, thousands on a long fat path. Not more than the
+                    // window: a burst that overflowed the queue before the pipe was full
+                    // would overflow it again (without pacing, simulation: more losses and
+                    // a timeout).
+                    (true, Some(bdp)) => bdp.min(self.cwnd).max(half),
+                    _ => half,
+                };
                 self.exit_slow_start();
                 self.last_cut = Some(now);
             }
@@ -382,7 +409,7 @@ impl Controller for Ledbat {
                 self.ssthresh = ((self.cwnd / 2.0) as usize).max(self.min_window() as usize);
                 self.cwnd = self.mss as f64;
                 self.slow_start = true;
-                self.rounds = Rounds::default();
+                self.rounds.restart();
                 self.last_cut = Some(now);
             }
             CongestionEvent::IdleRestart => {
@@ -391,7 +418,7 @@ impl Controller for Ledbat {
                     self.ssthresh = self.ssthresh.max((self.cwnd * 0.75) as usize);
                     self.cwnd = initial;
                     self.slow_start = self.config.slow_start;
-                    self.rounds = Rounds::default();
+                    self.rounds.restart();
                 }
             }
         }
@@ -418,61 +445,105 @@ impl Controller for Ledbat {
 const BASE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Per-round measurements for slow start: the smallest queuing delay of a round trip and
-/// the rate at which data was acknowledged.
+/// the rate at which the path delivered data.
+///
+/// A round is one RTT *of data*, as in HyStart++ (RFC 9406 §4.2): it ends when everything
+/// sent before it began is acknowledged, so each round holds the ACKs of one flight. Rounds
+/// measured in time (an `srtt` from some ACK) start mid-flight on long paths, where a
+/// slow-start flight is a burst followed by silence: their first samples all come from the
+/// burst's queued tail, so a queue that drains every RTT looked standing and slow start
+/// ended at a third of the BDP.
+///
+/// The rate is measured over the span of a round's ACKs, not the round's length: in slow
+/// start a flight is sent faster than the bottleneck drains it, so its ACKs come back at
+/// the bottleneck's rate however much silence follows them (the round's bytes over its
+/// length would be our own sending rate, which is what slow start is still growing).
 #[derive(Clone, Copy, Debug, Default)]
 struct Rounds {
-    /// When the current round started and ends.
-    start: Option<Instant>,
-    end: Option<Instant>,
-    /// Minimum delay, samples and acknowledged bytes of the current round.
+    /// Payload bytes sent and acknowledged since the connection (or slow start) began.
+    sent: u64,
+    acked: u64,
+    /// The current round ends once `acked` reaches this.
+    end: Option<u64>,
+    /// Minimum delay and samples of the current round.
     min: Option<Duration>,
     samples: u32,
-    acked: usize,
+    /// First and last ACK of the current round and the bytes acknowledged after the first.
+    first_ack: Option<Instant>,
+    last_ack: Option<Instant>,
+    span_bytes: usize,
     /// Minimum delay and delivery rate (bytes/s) of the last complete round.
     last_min: Option<Duration>,
     last_rate: Option<f64>,
 }
 
 impl Rounds {
-    /// Record an ACK with its queuing delay and acknowledged bytes.
-    fn update(&mut self, now: Instant, delay: Duration, acked: usize, srtt: Option<Duration>) {
-        if self.end.is_none_or(|end| now >= end) {
-            self.last_rate = None;
-            self.last_min = self.min.take();
-            if let (Some(start), Some(end)) = (self.start, self.end) {
-                // A round followed by a silence is no measure of the path now.
-                let stale = now.saturating_duration_since(end) > end - start;
-                let secs = now.saturating_duration_since(start).as_secs_f64();
-                if stale {
-                    self.last_min = None;
-                } else if secs > 0.0 {
-                    self.last_rate = Some(self.acked as f64 / secs);
-                }
-            }
-            self.samples = 0;
-            self.acked = 0;
-            self.start = Some(now);
-            self.end = Some(now + srtt.unwrap_or(Duration::ZERO));
-        }
-        self.min = Some(self.min.map_or(delay, |m| m.min(delay)));
-        self.samples += 1;
-        self.acked += acked;
+    fn on_sent(&mut self, bytes: usize) {
+        self.sent += bytes as u64;
     }
 
-    /// The standing queuing delay: the current round's minimum once it has
-    /// [`ROUND_SAMPLES`] samples (HyStart++'s `N_RTT_SAMPLE`), else including the last
-    /// round's.
+    /// Forget the measurements (slow start begins again), keeping the byte counts.
+    fn restart(&mut self) {
+        *self = Self {
+            sent: self.sent,
+            acked: self.acked,
+            ..Self::default()
+        };
+    }
+
+    /// Record an ACK with its queuing delay and acknowledged bytes.
+    fn update(&mut self, now: Instant, delay: Duration, acked: usize) {
+        self.acked += acked as u64;
+        self.min = Some(self.min.map_or(delay, |m| m.min(delay)));
+        self.samples += 1;
+        match self.first_ack {
+            None => self.first_ack = Some(now),
+            Some(_) => self.span_bytes += acked,
+        }
+        self.last_ack = Some(now);
+        if self.end.is_none_or(|end| self.acked >= end) {
+            // This ACK completes the flight the round was waiting for.
+            self.last_min = self.min.take();
+            let rate = self.rate();
+            if rate.is_some() || self.end.is_none() {
+                self.last_rate = rate;
+            }
+            self.samples = 0;
+            self.first_ack = None;
+            self.last_ack = None;
+            self.span_bytes = 0;
+            self.end = Some(self.sent.max(self.acked + 1));
+        }
+    }
+
+    /// The delivery rate over the current round's ACKs so far, if they span any time.
+    fn rate(&self) -> Option<f64> {
+        let (first, last) = (self.first_ack?, self.last_ack?);
+        let secs = (last - first).as_secs_f64();
+        (secs > 0.0 && self.span_bytes > 0).then(|| self.span_bytes as f64 / secs)
+    }
+
+    /// The best delivery-rate estimate: the last complete round's, else the current one's.
+    fn delivery_rate(&self) -> Option<f64> {
+        match (self.last_rate, self.rate()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The standing queuing delay: the smallest over the last complete round and the
+    /// current one, so a queue counts only if it did not drain for a whole flight. A round
+    /// may start anywhere in a flight (where the previous one's last packet was
+    /// acknowledged), and on a long path a slow-start flight is a burst whose tail meets the
+    /// queue its head built; the current round's first samples alone (HyStart++'s
+    /// `N_RTT_SAMPLE` shortcut) would then see a queue that drains before every burst.
     fn standing(&self) -> Duration {
         match (self.min, self.last_min) {
-            (Some(min), _) if self.samples >= ROUND_SAMPLES => min,
             (Some(min), Some(last)) => min.min(last),
             (min, last) => min.or(last).unwrap_or(Duration::ZERO),
         }
     }
 }
-
-/// Samples a round needs before its own minimum counts (RFC 9406 `N_RTT_SAMPLE`).
-const ROUND_SAMPLES: u32 = 8;
 
 /// Turns the burst a stretch ACK would release into an ACK-clocked ramp.
 ///
@@ -590,6 +661,7 @@ mod tests {
     fn slow_start_growth_is_capped_by_target_over_rtt() {
         let now = Instant::now();
         let mut c = ledbat();
+        c.on_sent(now, 10 * MSS, 10 * MSS);
         // An 80 ms path: one blind RTT at ×3 would queue 160 ms; 100/80 = 1.25 per byte.
         let mut a = ack(MSS, Duration::ZERO);
         a.rtt = Some(80 * MS);
@@ -616,45 +688,134 @@ mod tests {
     fn slow_start_exits_on_a_standing_queue_and_trims_to_the_target_window() {
         let t0 = Instant::now();
         let mut c = ledbat();
-        // Round 1 (40 ms): eight ACKs on an empty queue, 200 kB/s acknowledged.
-        for i in 0..8u32 {
-            c.on_ack(t0 + 5 * MS * i, &ack(MSS, Duration::ZERO));
+        c.on_sent(t0, 10 * MSS, 10 * MSS);
+        // Each ACK sends what it acknowledged and what the window grew by.
+        let ack_at = |c: &mut Ledbat, at: Instant, queue: Duration| {
+            let before = c.window();
+            c.on_ack(at, &ack(MSS, queue));
+            let grown = c.window().saturating_sub(before);
+            c.on_sent(at, MSS + grown, 0);
+        };
+        // The first flight: ten ACKs 5 ms apart on an empty queue (200 kB/s).
+        for i in 0..10u32 {
+            ack_at(&mut c, t0 + 5 * MS * i, Duration::ZERO);
         }
-        assert_eq!(c.window(), 26 * MSS);
+        assert_eq!(c.window(), 30 * MSS);
         // Then a 60 ms queue that does not drain, still acknowledged at 200 kB/s. Once a
-        // round has 8 samples of it, its minimum stands: 60 ms + 0.4 · 100 ms of unseen
-        // growth reaches the target.
+        // whole flight met it, it stands: 60 ms + 0.4 · 100 ms of unseen growth reaches the
+        // target.
         let mut exited = None;
-        for i in 0..30u32 {
-            c.on_ack(t0 + 40 * MS + 5 * MS * i, &ack(MSS, 60 * MS));
+        for i in 0..100u32 {
+            ack_at(&mut c, t0 + 50 * MS + 5 * MS * i, 60 * MS);
             if !c.in_slow_start() {
                 exited = Some(i);
                 break;
             }
         }
-        assert!(exited.is_some_and(|i| i > 8), "{exited:?}");
+        assert!(
+            exited.is_some_and(|i| i >= 20),
+            "not before the flight that met the queue first is over: {exited:?}"
+        );
         assert!(
             c.ssthresh() > 30 * MSS,
             "ssthresh keeps the peak: {}",
             c.ssthresh()
         );
-        // 200 kB/s × (40 ms base + 100 ms target), as measured over the last round.
+        // 200 kB/s × (40 ms base + 100 ms target), at the rate ACKs came back.
         assert!(c.window().abs_diff(28_000) < 100, "{}", c.window());
     }
 
     #[test]
-    fn rounds_measure_rate_and_forget_after_a_silence() {
+    fn a_queue_that_drains_between_flights_is_not_standing() {
+        // A 300 ms path: each slow-start flight is a burst whose tail queues 20 ms, then the
+        // queue drains before the next.
+        let t0 = Instant::now();
+        let mut c = ledbat();
+        c.on_sent(t0, 10 * MSS, 10 * MSS);
+        let mut window = 10;
+        for flight in 0..8u32 {
+            let start = t0 + 300 * MS * flight;
+            for i in 0..window {
+                let queue = 20 * MS * i / window;
+                let mut a = ack(MSS, queue);
+                a.rtt = Some(300 * MS + queue);
+                a.min_rtt = Some(300 * MS);
+                let before = c.window();
+                c.on_ack(start + MS * i, &a);
+                c.on_sent(start, MSS + c.window().saturating_sub(before), 0);
+            }
+            assert!(c.in_slow_start(), "flight {flight}");
+            window = (c.window() / MSS) as u32;
+        }
+    }
+
+    #[test]
+    fn a_loss_ending_slow_start_keeps_the_measured_bdp() {
+        let t0 = Instant::now();
+        // ACKs 1 ms apart (1 MB/s) on a 40 ms path: the BDP is 40 kB.
+        let grow_to = |packets: usize| {
+            let mut c = ledbat();
+            c.on_sent(t0, 10 * MSS, 10 * MSS);
+            for i in 0..100u32 {
+                let before = c.window();
+                c.on_ack(t0 + MS * i, &ack(MSS, Duration::ZERO));
+                c.on_sent(t0 + MS * i, MSS + c.window().saturating_sub(before), 0);
+                if c.window() >= packets * MSS {
+                    break;
+                }
+            }
+            c
+        };
+        let mut c = grow_to(100);
+        let w = c.window();
+        c.on_congestion_event(t0 + 100 * MS, CongestionEvent::Loss { in_flight: w });
+        assert!(!c.in_slow_start());
+        assert_eq!(c.window(), w / 2, "half the window is more than the BDP");
+        // A loss at 1.2 BDP keeps the BDP, not 0.6 of it.
+        let mut c = grow_to(48);
+        c.on_congestion_event(t0 + 100 * MS, CongestionEvent::Loss { in_flight: 0 });
+        assert!(c.window().abs_diff(40 * MSS) < MSS, "{}", c.window());
+        // A burst that overflowed a short queue at 0.75 BDP keeps its window.
+        let mut c = grow_to(30);
+        let w = c.window();
+        c.on_congestion_event(t0 + 100 * MS, CongestionEvent::Loss { in_flight: 0 });
+        assert_eq!(c.window(), w);
+    }
+
+    #[test]
+    fn rounds_follow_flights_and_measure_the_ack_rate() {
         let t0 = Instant::now();
         let mut r = Rounds::default();
-        for i in 0..4u32 {
-            r.update(t0 + 10 * MS * i, 5 * MS, 1000, Some(40 * MS));
+        r.on_sent(10_000);
+        // The first ACK closes the empty round 0; the next waits for the 10 kB in flight.
+        r.update(t0, 5 * MS, 1000);
+        r.on_sent(2000);
+        for i in 1..10u32 {
+            r.update(t0 + MS * i, 5 * MS, 1000);
+            r.on_sent(2000);
         }
-        r.update(t0 + 40 * MS, 7 * MS, 1000, Some(40 * MS));
-        assert_eq!(r.last_rate, Some(100_000.0));
-        assert_eq!(r.standing(), 5 * MS, "the new round has one sample");
-        r.update(t0 + Duration::from_secs(5), 9 * MS, 1000, Some(40 * MS));
-        assert_eq!(r.last_rate, None);
-        assert_eq!(r.standing(), 9 * MS);
+        // 8 kB came back over 8 ms after the round's first ACK: 1 MB/s, though the
+        // flight's round trip took far longer.
+        assert_eq!(r.last_rate, Some(1_000_000.0));
+        assert_eq!(r.end, Some(28_000));
+        // One RTT (300 ms) later, the next flight: its first ACK met no queue, the rest 12 ms.
+        r.update(t0 + 300 * MS, MS, 1000);
+        r.on_sent(2000);
+        for i in 1..18u32 {
+            r.update(t0 + 300 * MS + MS * i, 12 * MS, 1000);
+            r.on_sent(2000);
+            assert_eq!(r.standing(), MS);
+        }
+        assert_eq!(r.last_min, Some(MS), "that flight's round is over");
+        // A queue stands only once a whole round met it.
+        for i in 0..5u32 {
+            r.update(t0 + 600 * MS + MS * i, 12 * MS, 1000);
+        }
+        assert_eq!(r.standing(), MS);
+        r.restart();
+        r.update(t0 + 900 * MS, 12 * MS, 1000);
+        assert_eq!(r.standing(), 12 * MS);
+        assert_eq!(r.acked, 34_000, "restart keeps the byte counts");
     }
 
     #[test]
