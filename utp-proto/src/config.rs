@@ -20,6 +20,11 @@ pub struct ConnectionConfig {
     pub(crate) mtu_discovery: bool,
     pub(crate) send_buffer: usize,
     pub(crate) receive_window: usize,
+    pub(crate) max_send_buffer: Option<usize>,
+    pub(crate) max_receive_window: Option<usize>,
+    /// `send_buffer` / `receive_window` were set, which pins them unless a maximum is set too.
+    pub(crate) send_buffer_set: bool,
+    pub(crate) receive_window_set: bool,
     pub(crate) max_reorder_packets: u16,
     pub(crate) initial_rto: Duration,
     pub(crate) min_rto: Duration,
@@ -53,23 +58,64 @@ impl ConnectionConfig {
         self
     }
 
-    /// Bytes the application may have written but not yet had acknowledged (default 1 MiB).
-    /// Past this, [`write`](crate::Endpoint::write) returns `Blocked`.
+    /// Bytes the application may have written but not yet had acknowledged, at first
+    /// (default 1 MiB). Past this, [`write`](crate::Endpoint::write) returns `Blocked`.
+    ///
+    /// The buffer grows with the congestion window, to twice the window (Linux's
+    /// `tcp_sndbuf_expand`: one window in flight, one queued behind it), up to
+    /// [`max_send_buffer`](Self::max_send_buffer). Setting this without a maximum pins the
+    /// size, as `SO_SNDBUF` turns Linux's tuning off.
     pub fn send_buffer(&mut self, bytes: usize) -> &mut Self {
         self.send_buffer = bytes;
+        self.send_buffer_set = true;
         self
     }
 
-    /// Receive buffer in bytes: in-order bytes the application has not read plus bytes held
-    /// out of order (default 1 MiB, like libutp and libtorrent). The free part is advertised
-    /// as `wnd_size`.
+    /// Largest size the send buffer grows to (default 8 MiB; never less than
+    /// [`send_buffer`](Self::send_buffer)). See [`max_receive_window`](Self::max_receive_window)
+    /// for the choice of default.
+    pub fn max_send_buffer(&mut self, bytes: usize) -> &mut Self {
+        self.max_send_buffer = Some(bytes);
+        self
+    }
+
+    /// Receive buffer in bytes at first: in-order bytes the application has not read plus
+    /// bytes held out of order (default 1 MiB, like libutp and libtorrent). The free part is
+    /// advertised as `wnd_size`.
+    ///
+    /// The buffer grows with what the application reads per round trip (Linux's dynamic
+    /// right-sizing, `tcp_rcv_space_adjust`: twice the bytes read in the last RTT, more while
+    /// that is growing), up to [`max_receive_window`](Self::max_receive_window), so a fast
+    /// reader on a long fat path is not held to one buffer per RTT. Setting this without a
+    /// maximum pins the size, as `SO_RCVBUF` turns Linux's tuning off.
     pub fn receive_window(&mut self, bytes: usize) -> &mut Self {
         self.receive_window = bytes;
+        self.receive_window_set = true;
         self
     }
 
-    /// How far ahead of the next expected packet an out-of-order packet may be, in packets
-    /// (default 1024, libutp's `REORDER_BUFFER_MAX_SIZE`). Further packets are dropped.
+    /// Largest size the receive buffer grows to (default 8 MiB; never less than
+    /// [`receive_window`](Self::receive_window)).
+    ///
+    /// Linux fixes the maxima of `tcp_wmem` and `tcp_rmem` at 4 and 6 MiB (less on hosts
+    /// with under ~1 GiB of memory): enough for one connection to fill about 100 Mbit/s at
+    /// 300 ms, while buffers grow only for connections that need them. LEDBAT keeps 100 ms
+    /// of queue on top of the path's bandwidth-delay product, so filling that path takes
+    /// `12.5 MB/s × (300 + 100) ms` = 5 MB in flight: hence 8 MiB for both. A connection
+    /// that never needs them costs no more than before; the worst case per connection (see
+    /// [`ResourceUsage`](crate::ResourceUsage)) is 8 MiB sent and 16 MiB received. Faster or
+    /// longer paths need the maxima raised; the sender's window is capped at 32,767 packets
+    /// in flight (half the sequence space), about 45 MiB.
+    pub fn max_receive_window(&mut self, bytes: usize) -> &mut Self {
+        self.max_receive_window = Some(bytes);
+        self
+    }
+
+    /// How far ahead of the next expected packet an out-of-order packet may be, in packets,
+    /// at the initial [`receive_window`](Self::receive_window) (default 1024, libutp's
+    /// `REORDER_BUFFER_MAX_SIZE`). Further packets are dropped. The limit grows in proportion
+    /// as the receive buffer grows, to at most 32,767; the sender keeps no more packets
+    /// outstanding than the same ratio allows for the window the peer advertises.
     pub fn max_reorder_packets(&mut self, packets: u16) -> &mut Self {
         self.max_reorder_packets = packets;
         self
@@ -169,6 +215,24 @@ impl ConnectionConfig {
         self
     }
 
+    /// The largest the send buffer grows to.
+    pub(crate) fn send_buffer_limit(&self) -> usize {
+        match self.max_send_buffer {
+            Some(max) => max.max(self.send_buffer),
+            None if self.send_buffer_set => self.send_buffer,
+            None => DEFAULT_MAX_BUFFER.max(self.send_buffer),
+        }
+    }
+
+    /// The largest the receive buffer grows to.
+    pub(crate) fn receive_window_limit(&self) -> usize {
+        match self.max_receive_window {
+            Some(max) => max.max(self.receive_window),
+            None if self.receive_window_set => self.receive_window,
+            None => DEFAULT_MAX_BUFFER.max(self.receive_window),
+        }
+    }
+
     /// The largest packet (UDP payload) toward an address of this family.
     pub(crate) fn max_packet_size(&self, ipv6: bool) -> usize {
         self.packet_size
@@ -192,8 +256,10 @@ impl ConnectionConfig {
         if self.send_buffer < payload {
             return bad("send_buffer must hold at least one packet");
         }
-        if self.receive_window < payload || self.receive_window > u32::MAX as usize {
-            return bad("receive_window must hold one packet and fit in 32 bits");
+        if self.receive_window < payload || self.receive_window_limit() > u32::MAX as usize {
+            return bad(
+                "receive_window must hold one packet and fit in 32 bits, as must its maximum",
+            );
         }
         if self.max_reorder_packets == 0 || self.max_reorder_packets >= 0x8000 {
             return bad("max_reorder_packets must be within 1..32768");
@@ -225,6 +291,10 @@ impl Default for ConnectionConfig {
             mtu_discovery: true,
             send_buffer: 1 << 20,
             receive_window: 1 << 20,
+            max_send_buffer: None,
+            max_receive_window: None,
+            send_buffer_set: false,
+            receive_window_set: false,
             max_reorder_packets: 1024,
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(500),
@@ -249,6 +319,8 @@ impl fmt::Debug for ConnectionConfig {
             .field("mtu_discovery", &self.mtu_discovery)
             .field("send_buffer", &self.send_buffer)
             .field("receive_window", &self.receive_window)
+            .field("max_send_buffer", &self.send_buffer_limit())
+            .field("max_receive_window", &self.receive_window_limit())
             .field("max_reorder_packets", &self.max_reorder_packets)
             .field("initial_rto", &self.initial_rto)
             .field("min_rto", &self.min_rto)
@@ -360,6 +432,9 @@ impl Default for EndpointConfig {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(&'static str);
 
+/// Default maximum of the send and receive buffers; see
+/// [`ConnectionConfig::max_receive_window`].
+const DEFAULT_MAX_BUFFER: usize = 8 << 20;
 /// Smallest packet BEP 29 mentions (150 bytes).
 const MIN_PACKET_SIZE: usize = 150;
 /// Largest UDP payload over IPv4.

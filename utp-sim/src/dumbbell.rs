@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use utp_proto::congestion::ControllerFactory;
-use utp_proto::{ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, Event, ReadError};
+use utp_proto::{
+    ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, Event, ReadError, ResourceUsage,
+};
 
 use crate::link::{DelayStats, Link, LinkConfig};
 
@@ -326,6 +328,21 @@ impl Dumbbell {
     pub fn sender_stats(&self, i: usize) -> Option<ConnectionStats> {
         let f = &self.flows[i];
         f.sender.connection_stats(f.tx?)
+    }
+
+    /// What flow `i`'s sender and receiver endpoints hold now (buffers, reorder slots).
+    #[must_use]
+    pub fn resource_usage(&self, i: usize) -> (ResourceUsage, ResourceUsage) {
+        let f = &self.flows[i];
+        (f.sender.resource_usage(), f.receiver.resource_usage())
+    }
+
+    /// The receiver-side connection statistics of flow `i` (advertised window), while it
+    /// lives.
+    #[must_use]
+    pub fn receiver_stats(&self, i: usize) -> Option<ConnectionStats> {
+        let f = &self.flows[i];
+        f.receiver.connection_stats(f.rx?)
     }
 
     /// Payload bytes flow `i`'s receiver read in `[from, to)` (rounded to bins).

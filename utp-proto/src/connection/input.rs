@@ -171,6 +171,8 @@ impl Connection {
                 self.stats.data_packets_received += 1;
                 let result = self.recv.insert(h.seq_nr, packet.payload(), false);
                 self.on_inserted(result);
+                let rtt = [self.rtt.get(), self.timestamp_rtt(h.timestamp_difference)];
+                self.recv.autotune(now, rtt.into_iter().flatten().min());
             }
             PacketType::Fin => {
                 // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
@@ -441,6 +443,7 @@ impl Connection {
                 mss,
             };
             self.cc.on_ack(now, &ev);
+            self.send.grow_for_window(self.cc.window());
             self.cwnd_blocked = false;
         }
         if newly_acked_fin {

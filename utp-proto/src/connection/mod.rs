@@ -236,10 +236,11 @@ impl Connection {
             recv_id,
             send_id,
             epoch,
-            send: SendBuffer::new(config.send_buffer, isn),
+            send: SendBuffer::new(config.send_buffer, config.send_buffer_limit(), isn),
             recv: RecvBuffer::new(
                 SeqNr(0),
                 config.receive_window,
+                config.receive_window_limit(),
                 slack,
                 config.max_reorder_packets,
             ),
@@ -428,6 +429,31 @@ impl Connection {
         } else {
             w
         }
+    }
+
+    /// The RTT the latest exchange of timestamps shows, for a receiver that has no RTT
+    /// samples of its own: our measurement of the peer's packets (`reply_micro`) plus the
+    /// peer's of ours (`timestamp_difference`); the clock offset cancels (libutp keeps the
+    /// same sum as `rtt_hist`). `None` without both, or beyond 10 s (a clock step).
+    pub(super) fn timestamp_rtt(&self, timestamp_difference: u32) -> Option<std::time::Duration> {
+        if self.reply_micro == 0 || matches!(timestamp_difference, 0 | UTORRENT_BOGUS_DELAY) {
+            return None;
+        }
+        let micros = self.reply_micro.wrapping_add(timestamp_difference);
+        (micros < 10_000_000).then(|| std::time::Duration::from_micros(u64::from(micros)))
+    }
+
+    /// Most packets outstanding at once: what the peer can hold out of order, assuming it
+    /// allows `max_reorder_packets` per `receive_window` bytes as we do (1024 per MiB by
+    /// default, libutp's fixed 1024 for its 1 MiB), so the cap grows with the window the
+    /// peer advertises, but no faster than our own send buffer grew (a peer cannot make us
+    /// keep more records than our configuration allows); at most half the sequence space.
+    pub(super) fn max_outstanding(&self) -> usize {
+        let base = usize::from(self.config.max_reorder_packets);
+        let ratio = |n: usize, d: usize| n as f64 / d.max(1) as f64;
+        let peer = ratio(self.max_peer_wnd, self.config.receive_window);
+        let own = ratio(self.send.capacity(), self.config.send_buffer);
+        ((base as f64 * peer.min(own)) as usize).clamp(base, 0x7fff)
     }
 
     /// Room in the peer's window worth a packet: a full one, or half the largest window the

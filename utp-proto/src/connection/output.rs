@@ -213,7 +213,7 @@ impl Connection {
             }
             return None;
         }
-        if self.send.outstanding() >= usize::from(self.config.max_reorder_packets).min(0x7fff) {
+        if self.send.outstanding() >= self.max_outstanding() {
             return None; // the peer could not buffer more out of order anyway
         }
         let in_flight = self.send.in_flight_bytes();

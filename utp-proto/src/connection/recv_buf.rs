@@ -5,8 +5,13 @@
 //! exceed `capacity` (plus one packet of slack for zero-window probes), and no slot is ever
 //! allocated for a sequence number further than `max_reorder` ahead, whatever the peer claims
 //! ("can't allocate buffer space based on untrusted input", UI:2422-2433).
+//!
+//! `capacity` starts at the configured receive window and grows, never past its maximum,
+//! with what the application reads per round trip ([`RecvBuffer::autotune`]); the reorder
+//! distance grows in proportion.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::packet::SelectiveAckBits;
 use crate::seq::SeqNr;
@@ -42,6 +47,27 @@ pub(crate) struct RecvBuffer {
     fin_reached: bool,
     discard: bool,
     delivered: u64,
+    tuning: Tuning,
+}
+
+/// Receive-buffer auto-tuning state: Linux's dynamic right-sizing (`tcp_rcv_space_adjust`)
+/// with its receiver-side RTT estimate (`tcp_rcv_rtt_measure`).
+#[derive(Debug)]
+struct Tuning {
+    /// The configured receive window, at which the reorder distance is `max_reorder`.
+    initial: usize,
+    /// The largest `capacity` may become.
+    max: usize,
+    /// Bytes the application has read.
+    read: u64,
+    /// The most bytes read in one measured round trip (`rcvq_space.space`).
+    space: usize,
+    /// When the current measurement started and `read` then.
+    start: Option<(Instant, u64)>,
+    /// RTT probe: the stream offset that was the edge of the window when it started.
+    probe: Option<(u64, Instant)>,
+    /// Smallest RTT the probes measured.
+    rtt: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -51,10 +77,26 @@ enum Slot {
 }
 
 impl RecvBuffer {
-    /// `ack_nr` is the peer's ISN minus one (nothing received yet); `slack` is how far an
-    /// in-order packet may overshoot `capacity` (one packet, for window probes).
-    pub(crate) fn new(ack_nr: SeqNr, capacity: usize, slack: usize, max_reorder: u16) -> Self {
+    /// `ack_nr` is the peer's ISN minus one (nothing received yet); `capacity` grows up to
+    /// `max_capacity`; `slack` is how far an in-order packet may overshoot `capacity` (one
+    /// packet, for window probes).
+    pub(crate) fn new(
+        ack_nr: SeqNr,
+        capacity: usize,
+        max_capacity: usize,
+        slack: usize,
+        max_reorder: u16,
+    ) -> Self {
         Self {
+            tuning: Tuning {
+                initial: capacity.max(1),
+                max: max_capacity.max(capacity),
+                read: 0,
+                space: INITIAL_SPACE_PACKETS * slack,
+                start: None,
+                probe: None,
+                rtt: None,
+            },
             ready: VecDeque::new(),
             reorder: VecDeque::new(),
             reorder_bytes: 0,
@@ -89,6 +131,80 @@ impl RecvBuffer {
     /// Bytes held: unread in order plus buffered out of order.
     pub(crate) fn held_bytes(&self) -> usize {
         self.ready.len() + self.reorder_bytes
+    }
+
+    /// The current buffer size (what an empty buffer advertises).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How far ahead of `ack_nr` a packet may be: `max_reorder` at the initial size, in
+    /// proportion beyond, at most half the sequence space.
+    fn reorder_limit(&self) -> usize {
+        let base = usize::from(self.max_reorder);
+        let scaled = base as u128 * self.capacity as u128 / self.tuning.initial as u128;
+        (scaled as usize).min(MAX_REORDER).max(base)
+    }
+
+    /// Grow the buffer to what the application reads per round trip; called as in-order
+    /// data arrives. `srtt` is the connection's own RTT estimate, if it sends data.
+    ///
+    /// Linux's dynamic right-sizing: once per RTT, compare the bytes the application read
+    /// in it (`copied`) with the most read in any earlier RTT; if more, the buffer becomes
+    /// `2 · copied` plus 16 packets, and twice the growth on top while reading speeds up
+    /// (a sender in slow start more than doubles per RTT), so the advertised window stays
+    /// ahead of the sender. It never shrinks, and a slow reader never makes it grow.
+    ///
+    /// A pure receiver has no RTT samples of its own (its ACKs are not acknowledged), so
+    /// like Linux without timestamps it times how long the stream takes to reach the edge
+    /// of the window it advertised: at least one RTT, exactly one when the window limits
+    /// the sender, which is when the measurement matters. The smallest such time is kept.
+    pub(crate) fn autotune(&mut self, now: Instant, srtt: Option<Duration>) {
+        if let Some((edge, at)) = self.tuning.probe
+            && self.delivered >= edge
+        {
+            let sample = now.saturating_duration_since(at);
+            let t = &mut self.tuning;
+            t.rtt = Some(t.rtt.map_or(sample, |r| r.min(sample)));
+            t.probe = None;
+        }
+        self.right_size(now, srtt);
+        if self.tuning.probe.is_none() {
+            // The edge of the window advertised from now on: the sender cannot send past it
+            // before that advertisement reaches it.
+            self.tuning.probe = Some((self.delivered + self.window() as u64, now));
+        }
+    }
+
+    fn right_size(&mut self, now: Instant, srtt: Option<Duration>) {
+        let t = &mut self.tuning;
+        if self.discard || self.capacity >= t.max {
+            return;
+        }
+        let Some(rtt) = [t.rtt, srtt].into_iter().flatten().min() else {
+            return;
+        };
+        let (start, read_then) = *t.start.get_or_insert((now, t.read));
+        if now.saturating_duration_since(start) < rtt {
+            return;
+        }
+        // Bytes read per RTT; a measurement that spans several (the first RTT estimate is
+        // long) must not pass for one fast RTT.
+        let elapsed = now.saturating_duration_since(start).as_secs_f64();
+        let copied = ((t.read - read_then) as f64 * rtt.as_secs_f64() / elapsed) as usize;
+        if copied > t.space {
+            let mut win = 2 * copied as u128 + 16 * self.slack as u128;
+            // Linux: `rcvwin += 2 · rcvwin · (copied − space) / space`, here with the growth
+            // ratio capped at doubling per RTT, so a first RTT from a 10-packet start
+            // cannot open the whole maximum at once.
+            let growth = (copied - t.space).min(t.space.max(1));
+            win += 2 * win * growth as u128 / t.space.max(1) as u128;
+            let win = usize::try_from(win).unwrap_or(usize::MAX).min(t.max);
+            self.capacity = self.capacity.max(win);
+            t.space = copied;
+        }
+        t.start = Some((now, t.read));
     }
 
     /// Reorder slots allocated.
@@ -135,7 +251,7 @@ impl RecvBuffer {
             }
         }
         let dist = self.ack_nr.next().distance_to(seq) as usize;
-        if dist >= usize::from(self.max_reorder) {
+        if dist >= self.reorder_limit() {
             return Insert::TooFar;
         }
         if fin {
@@ -215,6 +331,7 @@ impl RecvBuffer {
         buf[..from_a].copy_from_slice(&a[..from_a]);
         buf[from_a..n].copy_from_slice(&b[..n - from_a]);
         self.ready.drain(..n);
+        self.tuning.read += n as u64;
         n
     }
 
@@ -239,14 +356,22 @@ impl RecvBuffer {
     }
 }
 
+/// Packets' worth of reading per RTT below which the buffer never grows (Linux starts
+/// `rcvq_space` at `TCP_INIT_CWND` segments).
+const INITIAL_SPACE_PACKETS: usize = 10;
+/// Largest reorder distance: half the 16-bit sequence space, as for packets in flight.
+const MAX_REORDER: usize = 0x7fff;
+
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use proptest::prelude::*;
 
     use super::*;
 
     fn buf() -> RecvBuffer {
-        RecvBuffer::new(SeqNr(0xfffd), 100, 10, 64)
+        RecvBuffer::new(SeqNr(0xfffd), 100, 100, 10, 64)
     }
 
     fn read_all(b: &mut RecvBuffer) -> Vec<u8> {
@@ -308,7 +433,7 @@ mod tests {
 
     #[test]
     fn held_packets_never_block_the_hole() {
-        let mut b = RecvBuffer::new(SeqNr(0), 100, 0, 64);
+        let mut b = RecvBuffer::new(SeqNr(0), 100, 100, 0, 64);
         assert_eq!(b.insert(SeqNr(2), &[2; 60], false), Insert::OutOfOrder);
         assert_eq!(b.window(), 40);
         assert_eq!(b.insert(SeqNr(1), &[1; 90], false), Insert::InOrder);
@@ -324,12 +449,68 @@ mod tests {
         assert_eq!(b.delivered(), 500);
     }
 
+    /// Deliver `packets` of 1000 bytes in order after `seq`, evenly over the 100 ms RTT
+    /// number `rtt`, reading each at once.
+    fn feed(b: &mut RecvBuffer, seq: &mut SeqNr, packets: u32, t0: Instant, rtt: u32) {
+        let mut out = [0; 1000];
+        for i in 0..packets {
+            *seq = seq.next();
+            assert_eq!(b.insert(*seq, &[1; 1000], false), Insert::InOrder);
+            assert_eq!(b.read(&mut out), 1000);
+            let at =
+                t0 + Duration::from_millis(100) * rtt + Duration::from_millis(100) * i / packets;
+            b.autotune(at, None);
+        }
+    }
+
+    #[test]
+    fn autotune_grows_with_the_bytes_read_per_rtt_up_to_the_maximum() {
+        let t0 = Instant::now();
+        let mut b = RecvBuffer::new(SeqNr(0), 50_000, 400_000, 1000, 50);
+        let mut seq = SeqNr(0);
+        // The sender fills the 50 kB window once per 100 ms RTT.
+        feed(&mut b, &mut seq, 50, t0, 0);
+        feed(&mut b, &mut seq, 50, t0, 1);
+        assert_eq!(b.capacity(), 50_000, "the RTT is measured over the first");
+        // The second RTT read 50 kB, more than the initial 10 packets: the buffer becomes
+        // 2 · 50 kB + 16 packets, plus twice that for the growth (capped at doubling).
+        feed(&mut b, &mut seq, 1, t0, 2);
+        assert_eq!(b.capacity(), 3 * 116_000);
+        assert_eq!(
+            b.reorder_limit(),
+            348,
+            "the reorder distance grows in proportion"
+        );
+        feed(&mut b, &mut seq, 300, t0, 2);
+        feed(&mut b, &mut seq, 1, t0, 3);
+        assert_eq!(b.capacity(), 400_000, "capped");
+        assert_eq!(b.reorder_limit(), 400);
+    }
+
+    #[test]
+    fn autotune_ignores_a_slow_reader_and_a_pinned_buffer() {
+        let t0 = Instant::now();
+        let mut b = RecvBuffer::new(SeqNr(0), 50_000, 400_000, 1000, 50);
+        let mut seq = SeqNr(0);
+        for rtt in 0..20 {
+            feed(&mut b, &mut seq, 5, t0, rtt);
+        }
+        assert_eq!(b.capacity(), 50_000, "5 kB per RTT needs no more");
+        let mut pinned = RecvBuffer::new(SeqNr(0), 50_000, 50_000, 1000, 50);
+        let mut seq = SeqNr(0);
+        for rtt in 0..5 {
+            feed(&mut pinned, &mut seq, 50, t0, rtt);
+        }
+        assert_eq!(pinned.capacity(), 50_000);
+        assert_eq!(pinned.reorder_limit(), 50);
+    }
+
     proptest! {
         /// The buffer delivers exactly the stream, whatever order packets arrive in.
         #[test]
         fn matches_a_model(order in Just((0u16..40).collect::<Vec<_>>()).prop_shuffle(),
                            dups in proptest::collection::vec(0u16..40, 0..20)) {
-            let mut b = RecvBuffer::new(SeqNr(0xffef), 1 << 20, 0, 64);
+            let mut b = RecvBuffer::new(SeqNr(0xffef), 1 << 20, 1 << 20, 0, 64);
             let payload = |i: u16| vec![i as u8; usize::from(i % 7) + 1];
             for i in order.iter().chain(dups.iter()) {
                 b.insert(SeqNr(0xfff0).add(*i), &payload(*i), false);

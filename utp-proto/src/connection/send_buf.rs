@@ -51,6 +51,8 @@ pub(crate) struct SendBuffer {
     /// Stream offset of the first byte not yet in a packet.
     unsent: u64,
     capacity: usize,
+    /// The largest `capacity` may grow to.
+    max_capacity: usize,
     records: VecDeque<SentPacket>,
     /// Sequence number of `records[0]` (or the next to use when empty).
     first_seq: SeqNr,
@@ -60,12 +62,14 @@ pub(crate) struct SendBuffer {
 }
 
 impl SendBuffer {
-    pub(crate) fn new(capacity: usize, next_seq: SeqNr) -> Self {
+    /// A buffer of `capacity` bytes that may grow to `max_capacity`.
+    pub(crate) fn new(capacity: usize, max_capacity: usize, next_seq: SeqNr) -> Self {
         Self {
             data: VecDeque::new(),
             base: 0,
             unsent: 0,
             capacity,
+            max_capacity: max_capacity.max(capacity),
             records: VecDeque::new(),
             first_seq: next_seq,
             in_flight_bytes: 0,
@@ -84,6 +88,20 @@ impl SendBuffer {
     /// Room left for [`write`](Self::write).
     pub(crate) fn free(&self) -> usize {
         self.capacity.saturating_sub(self.data.len())
+    }
+
+    /// Grow the buffer to twice the congestion window `cwnd`, within its maximum: one window
+    /// in flight and one queued behind it, so a writer that refills on `Writable` keeps the
+    /// window full (Linux's `tcp_sndbuf_expand`). It never shrinks: bytes already written
+    /// stay.
+    pub(crate) fn grow_for_window(&mut self, cwnd: usize) {
+        let want = cwnd.saturating_mul(2).min(self.max_capacity);
+        self.capacity = self.capacity.max(want);
+    }
+
+    /// The current buffer size.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Bytes written and not yet acknowledged (sent or not).
@@ -260,7 +278,7 @@ mod tests {
 
     #[test]
     fn write_is_bounded_by_capacity() {
-        let mut b = SendBuffer::new(10, SeqNr(5));
+        let mut b = SendBuffer::new(10, 10, SeqNr(5));
         assert_eq!(b.write(b"0123456789abc"), 10);
         assert_eq!(b.free(), 0);
         assert_eq!(b.write(b"x"), 0);
@@ -268,9 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn grows_to_twice_the_window_within_its_maximum() {
+        let mut b = SendBuffer::new(100, 1000, SeqNr(0));
+        b.grow_for_window(40);
+        assert_eq!(b.capacity(), 100, "never shrinks");
+        b.grow_for_window(300);
+        assert_eq!(b.capacity(), 600);
+        b.grow_for_window(10_000);
+        assert_eq!(b.capacity(), 1000);
+        assert_eq!(b.write(&[0; 2000]), 1000);
+    }
+
+    #[test]
     fn ack_frees_bytes_and_records_across_wrap() {
         let now = Instant::now();
-        let mut b = SendBuffer::new(100, SeqNr(0xfffe));
+        let mut b = SendBuffer::new(100, 100, SeqNr(0xfffe));
         b.write(b"abcdefghij");
         let s1 = b.push(Kind::Data, 4, now);
         let s2 = b.push(Kind::Data, 4, now);
@@ -298,7 +328,7 @@ mod tests {
     #[test]
     fn lost_and_retransmitted_packets_move_in_and_out_of_flight() {
         let now = Instant::now();
-        let mut b = SendBuffer::new(100, SeqNr(1));
+        let mut b = SendBuffer::new(100, 100, SeqNr(1));
         b.write(&[7; 30]);
         let s = b.push(Kind::Data, 30, now);
         b.set_status(s, Status::Lost);

@@ -1,0 +1,173 @@
+//! Issue #16 item 5: long fat paths. Slow start must end at the path's bandwidth-delay
+//! product, not a third of it, and the send and receive buffers must grow to what the path
+//! holds (up to their maxima) while the endpoint's per-connection memory bound still holds.
+//!
+//! One LEDBAT flow alone on a [`Dumbbell`]; utilisation counts what the bottleneck carried
+//! from the end of slow start (the sender's `ssthresh` is set). The heavier grid, with loss,
+//! is `examples/long_fat_eval.rs` (release). Every test prints its figure next to its
+//! threshold (`--nocapture` shows them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use utp_proto::congestion::LedbatConfig;
+use utp_proto::{ConnectionConfig, EndpointConfig};
+use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig, init_tracing};
+
+const SEED: u64 = 1;
+const MIB: usize = 1 << 20;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// What one flow did after slow start, and the most one connection held.
+#[derive(Debug)]
+struct Outcome {
+    /// When the sender left slow start.
+    ss_end: Duration,
+    /// Utilisation of the bottleneck over the measured RTTs after that.
+    utilisation: f64,
+    /// Largest send window the sender had (bytes in flight allowed by the congestion window).
+    peak_cwnd: usize,
+    /// Largest window the receiver advertised.
+    peak_advertised: usize,
+    /// Most bytes written and unacknowledged at the sender.
+    peak_send: usize,
+    /// Most bytes received and not read, or held out of order, at the receiver.
+    peak_receive: usize,
+    /// Most reorder slots the receiver allocated.
+    peak_slots: usize,
+    timeouts: u64,
+}
+
+/// One flow on `bits_per_sec` with `rtt` and a buffer holding `queue`; both ends use
+/// `conn`. Runs until slow start ends (at most 30 s), then `rtts` more round trips.
+fn after_slow_start(
+    bits_per_sec: u64,
+    rtt: Duration,
+    queue: Duration,
+    conn: &ConnectionConfig,
+    rtts: u32,
+) -> Outcome {
+    let tick = rtt / 4;
+    let config = DumbbellConfig::new(bits_per_sec, rtt, queue).with_bin(tick);
+    let mut flow = FlowConfig::new("flow", Arc::new(LedbatConfig::default()));
+    let mut endpoint = EndpointConfig::default();
+    endpoint.connection(conn.clone());
+    flow.sender = endpoint.clone();
+    flow.receiver = endpoint;
+    let mut net = Dumbbell::new(config, vec![flow], SEED);
+    let mut o = Outcome {
+        ss_end: Duration::MAX,
+        utilisation: 0.0,
+        peak_cwnd: 0,
+        peak_advertised: 0,
+        peak_send: 0,
+        peak_receive: 0,
+        peak_slots: 0,
+        timeouts: 0,
+    };
+    let mut t = Duration::ZERO;
+    while t < o.ss_end.saturating_add(rtt * rtts) && t < Duration::from_secs(30) {
+        t += tick;
+        net.run_until(t);
+        let (s, r) = net.resource_usage(0);
+        o.peak_send = o.peak_send.max(s.max_send_buffered_bytes);
+        o.peak_receive = o.peak_receive.max(r.max_receive_buffered_bytes);
+        o.peak_slots = o.peak_slots.max(r.max_reorder_slots);
+        if let Some(st) = net.receiver_stats(0) {
+            o.peak_advertised = o.peak_advertised.max(st.advertised_window);
+        }
+        if let Some(st) = net.sender_stats(0) {
+            o.peak_cwnd = o.peak_cwnd.max(st.cwnd);
+            o.timeouts = st.timeouts;
+            if o.ss_end == Duration::MAX && st.ssthresh != usize::MAX {
+                o.ss_end = t;
+            }
+        }
+    }
+    assert!(o.ss_end < Duration::MAX, "slow start never ended: {o:?}");
+    o.utilisation = net.utilisation(o.ss_end, o.ss_end + rtt * rtts);
+    o
+}
+
+fn report(name: &str, o: &Outcome) {
+    println!(
+        "{name}: slow start ended at {:.2} s, then utilisation {:.1} % (>= 90); peak cwnd \
+         {:.2} MiB, advertised {:.2} MiB, held: send {:.2} MiB, receive {:.2} MiB, {} reorder \
+         slots; {} timeouts",
+        o.ss_end.as_secs_f64(),
+        o.utilisation * 100.0,
+        o.peak_cwnd as f64 / MIB as f64,
+        o.peak_advertised as f64 / MIB as f64,
+        o.peak_send as f64 / MIB as f64,
+        o.peak_receive as f64 / MIB as f64,
+        o.peak_slots,
+        o.timeouts,
+    );
+}
+
+/// Slow start on a 300 ms path: LEDBAT's growth per RTT is capped at `target / RTT`, so a
+/// slow-start flight is a burst at 4/3 of the rate ACKs return, whose tail queues a little
+/// before the silence until the next flight. Rounds measured in time began mid-burst and
+/// took that tail for a standing queue: slow start ended at a third of the BDP, and
+/// linear growth needs minutes to make up the rest (41 % over the next 20 RTTs).
+#[test]
+fn slow_start_on_a_300_ms_path_ends_at_the_bdp() {
+    init_tracing();
+    let o = after_slow_start(
+        10_000_000,
+        ms(300),
+        ms(200),
+        &ConnectionConfig::default(),
+        20,
+    );
+    report("10 Mbit/s, 300 ms", &o);
+    let bdp = 1_250_000.0 * 0.3;
+    assert!(o.peak_cwnd as f64 >= bdp, "{o:?}");
+    assert!(o.utilisation >= 0.9, "{o:?}");
+    assert_eq!(o.timeouts, 0, "{o:?}");
+}
+
+/// The issue's headline: 100 Mbit/s with a 300 ms RTT reached 27.9 Mbit/s. LEDBAT's window
+/// at its target there is `12.5 MB/s × 400 ms` = 5 MB, five times the old fixed 1 MiB
+/// buffers; with default settings the buffers now grow to it, and no further than the
+/// default maxima.
+#[test]
+fn default_buffers_grow_to_fill_100_mbit_at_300_ms() {
+    init_tracing();
+    let o = after_slow_start(
+        100_000_000,
+        ms(300),
+        ms(200),
+        &ConnectionConfig::default(),
+        10,
+    );
+    report("100 Mbit/s, 300 ms, defaults", &o);
+    assert!(o.utilisation >= 0.9, "{o:?}");
+    assert!(o.peak_advertised > 4 * MIB, "{o:?}");
+    assert!(o.peak_advertised <= 8 * MIB, "{o:?}");
+    assert!(o.peak_send <= 8 * MIB, "{o:?}");
+    assert!(o.peak_receive <= 2 * 8 * MIB + 1472, "{o:?}");
+    assert_eq!(o.timeouts, 0, "{o:?}");
+}
+
+/// 1 Gbit/s at 100 ms needs 25 MB in flight at LEDBAT's target, past the default maxima:
+/// raised by configuration, the buffers, the reorder distance and the sender's cap on
+/// outstanding packets (once 1,024, libutp's fixed reorder buffer) all grow to it. Before,
+/// the same path reached 3.5 % with the defaults and 9.9 % with 50 MiB buffers.
+#[test]
+fn raised_maxima_fill_1_gbit_at_100_ms() {
+    init_tracing();
+    let mut conn = ConnectionConfig::default();
+    conn.max_send_buffer(64 * MIB).max_receive_window(64 * MIB);
+    let o = after_slow_start(1_000_000_000, ms(100), ms(200), &conn, 10);
+    report("1 Gbit/s, 100 ms, maxima 64 MiB", &o);
+    assert!(o.utilisation >= 0.9, "{o:?}");
+    assert!(o.peak_cwnd > 20 * MIB, "{o:?}");
+    assert!(o.peak_send <= 64 * MIB, "{o:?}");
+    assert!(o.peak_advertised <= 64 * MIB, "{o:?}");
+    assert!(o.peak_slots <= 0x7fff, "{o:?}");
+    assert_eq!(o.timeouts, 0, "{o:?}");
+}
