@@ -58,8 +58,8 @@ macro_rules! socket_accessors {
 }
 
 /// Expands, inside an async adapter's `impl UtpSocket` block, to `async fn`s `connect`,
-/// `accept`, `recv_from` and `send_to` over the [`Socket`](crate::Socket) at `self.<field>`,
-/// wrapping streams with `<Stream>::new`.
+/// `accept`, `recv_from`, `send_to` and `shutdown_gracefully` over the
+/// [`Socket`](crate::Socket) at `self.<field>`, wrapping streams with `<Stream>::new`.
 ///
 /// The adapter must re-export `SocketConfig` and `SocketStats` at its root and depend on
 /// `utp_proto` (the docs link to them).
@@ -102,6 +102,20 @@ macro_rules! async_socket_methods {
             target: ::std::net::SocketAddr,
         ) -> ::std::io::Result<usize> {
             self.$field.send_datagram(buf, target).await
+        }
+
+        /// Shut down gracefully before the program exits: stop accepting (as
+        /// [`close`](Self::close)), close every connection gracefully (streams still held
+        /// too; their later calls fail with `NotConnected`), and wait until all are closed
+        /// and the driver has ended. Connections still open after `timeout` are reset; the
+        /// report counts those whose data may not all have arrived
+        /// ([`ShutdownReport::cut`](crate::ShutdownReport::cut)). Fails only if the driver
+        /// had stopped with an error.
+        pub async fn shutdown_gracefully(
+            &self,
+            timeout: ::std::time::Duration,
+        ) -> ::std::io::Result<$crate::ShutdownReport> {
+            self.$field.shutdown_gracefully(timeout).await
         }
     };
 }

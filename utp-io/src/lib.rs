@@ -137,7 +137,7 @@ pub use config::{
     SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket, set_dont_fragment,
 };
 pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime};
-pub use shared::SocketStats;
+pub use shared::{ShutdownReport, SocketStats};
 pub use socket::{Connecting, Socket};
 pub use stream::Stream;
 

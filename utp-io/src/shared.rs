@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{Span, debug, debug_span, trace};
 use utp_proto::{ConnectionError, ConnectionHandle, Endpoint, EndpointStats, Event};
@@ -47,6 +47,22 @@ pub struct SocketStats {
     pub incoming_refused: u64,
     /// Dropped streams whose graceful close outlived the linger time and were reset.
     pub linger_resets: u64,
+    /// Connections a graceful shutdown of the socket reset at its deadline before the peer
+    /// acknowledged everything written to them ([`ShutdownReport::cut`]).
+    pub shutdown_resets: u64,
+}
+
+/// What a graceful shutdown of a socket did
+/// ([`Socket::shutdown_gracefully`](crate::Socket::shutdown_gracefully)).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections that were open (or closing after their stream was dropped) when the
+    /// shutdown began.
+    pub connections: usize,
+    /// Of those, the ones reset at the deadline before the peer acknowledged everything
+    /// written to them: their tail may be lost. The others closed gracefully.
+    pub cut: usize,
 }
 
 pub(crate) struct Shared {
@@ -82,6 +98,17 @@ pub(crate) struct Conn {
     pub(crate) released: bool,
     pub(crate) linger_until: Option<Instant>,
     pub(crate) connect_waker: Option<Waker>,
+    /// The peer acknowledged our FIN ([`Event::WriteFinished`]): everything written arrived.
+    pub(crate) write_finished: bool,
+    /// [`Stream::poll_close`](crate::Stream::poll_close) sent the FIN already.
+    pub(crate) close_requested: bool,
+    /// A task in [`Stream::poll_close`](crate::Stream::poll_close).
+    pub(crate) close_waker: Option<Waker>,
+    /// The socket's graceful shutdown closed it while a stream (or connect) still held it.
+    pub(crate) taken: bool,
+    /// The endpoint freed it while a stream still held it (only after `taken`): the entry
+    /// stays so the stream reports what happened, and goes when the stream lets go.
+    pub(crate) freed: bool,
     pub(crate) span: Span,
 }
 
@@ -95,6 +122,11 @@ impl Conn {
             released: false,
             linger_until: None,
             connect_waker: None,
+            write_finished: false,
+            close_requested: false,
+            close_waker: None,
+            taken: false,
+            freed: false,
             span: debug_span!("utp_conn", id = ch.0, %remote),
         }
     }
@@ -126,9 +158,24 @@ pub(crate) struct State {
     pub(crate) handles_dropped: bool,
     /// The driver stopped for good; every call fails with this.
     pub(crate) fatal: Option<(io::ErrorKind, String)>,
+    /// A graceful shutdown runs (or ran): the driver ends once every connection is freed.
+    pub(crate) drain: Option<Drain>,
+    /// The driver future completed and was dropped (on the blocking adapter: its thread is
+    /// about to exit).
+    pub(crate) driver_done: bool,
+    /// Tasks waiting in [`Socket::poll_shutdown`](crate::Socket::poll_shutdown).
+    pub(crate) shutdown_wakers: Vec<Waker>,
     pub(crate) stats: SocketStats,
     /// The socket's address. On an IPv6 socket, IPv4 peers are addressed IPv4-mapped.
     pub(crate) local: SocketAddr,
+}
+
+/// A graceful shutdown of the socket in progress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Drain {
+    /// Connections not freed by then are reset.
+    pub(crate) deadline: Instant,
+    pub(crate) report: ShutdownReport,
 }
 
 impl State {
@@ -151,6 +198,9 @@ impl State {
             closed: false,
             handles_dropped: false,
             fatal: None,
+            drain: None,
+            driver_done: false,
+            shutdown_wakers: Vec::new(),
             stats: SocketStats::default(),
             local,
         }
@@ -256,8 +306,14 @@ impl State {
             if let Some(w) = c.connect_waker.take() {
                 w.wake();
             }
+            if let Some(w) = c.close_waker.take() {
+                w.wake();
+            }
         }
         self.wake_acceptors();
+        for w in self.shutdown_wakers.drain(..) {
+            w.wake();
+        }
         for w in self.raw_in_wakers.drain(..) {
             w.wake();
         }
@@ -279,8 +335,13 @@ impl State {
         if let Some(w) = self.blocked_writers.remove(&ch) {
             w.wake();
         }
-        if let Some(w) = self.conns.get_mut(&ch).and_then(|c| c.connect_waker.take()) {
-            w.wake();
+        if let Some(c) = self.conns.get_mut(&ch) {
+            for w in [c.connect_waker.take(), c.close_waker.take()]
+                .into_iter()
+                .flatten()
+            {
+                w.wake();
+            }
         }
     }
 
@@ -313,6 +374,12 @@ impl State {
         let Some(conn) = self.conns.get_mut(&ch) else {
             return;
         };
+        if conn.freed {
+            // The socket's shutdown closed it and the endpoint freed it: only the entry
+            // kept for the stream is left.
+            self.conns.remove(&ch);
+            return;
+        }
         if conn.released {
             return;
         }
@@ -320,6 +387,10 @@ impl State {
         {
             let _span = conn.span.enter();
             trace!(reset, "released by the application");
+        }
+        if conn.taken && !reset {
+            // The socket's shutdown closes it already, bounded by its deadline.
+            return;
         }
         if reset {
             self.endpoint.reset(ch, now);
@@ -343,17 +414,84 @@ impl State {
             if let Some(conn) = self.conns.get_mut(&ch) {
                 conn.linger_until = None;
                 let _span = conn.span.enter();
-                debug!("graceful close outlived the linger time: resetting");
-                self.stats.linger_resets += 1;
+                match &mut self.drain {
+                    Some(drain) if at >= drain.deadline => {
+                        debug!("graceful close outlived the socket's shutdown: resetting");
+                        // A peer that has everything loses nothing by the reset.
+                        if !conn.write_finished {
+                            drain.report.cut += 1;
+                            self.stats.shutdown_resets += 1;
+                        }
+                    }
+                    _ => {
+                        debug!("graceful close outlived the linger time: resetting");
+                        self.stats.linger_resets += 1;
+                    }
+                }
             }
             self.endpoint.reset(ch, now);
         }
     }
 
-    /// The driver may end: nobody can use the socket and every connection is gone.
+    /// Start a graceful shutdown: stop accepting, close every connection gracefully (those
+    /// streams hold too), and reset what is left at `now + timeout`. The driver ends once
+    /// every connection is freed. A second call can only bring the deadline forward.
+    pub(crate) fn begin_shutdown(&mut self, now: Instant, timeout: Duration) {
+        let deadline = now + timeout;
+        self.close(now);
+        // Refuse new SYNs at once instead of accepting connections only to reset them.
+        self.endpoint.set_accept_incoming(false);
+        match &mut self.drain {
+            Some(drain) if drain.deadline <= deadline => return,
+            Some(drain) => drain.deadline = deadline,
+            None => {
+                // Connections that will close gracefully or be cut: not those reset already.
+                let connections = self
+                    .conns
+                    .values()
+                    .filter(|c| !c.freed && (!c.released || c.linger_until.is_some()))
+                    .count();
+                debug!(connections, ?timeout, "graceful shutdown");
+                self.drain = Some(Drain {
+                    deadline,
+                    report: ShutdownReport {
+                        connections,
+                        cut: 0,
+                    },
+                });
+            }
+        }
+        // In handle order, so what is sent does not depend on the map's hash seed.
+        let mut chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        chs.sort_by_key(|ch| ch.0);
+        for ch in chs {
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            if conn.freed {
+                continue;
+            }
+            if !conn.released && !conn.taken {
+                conn.taken = true;
+                self.endpoint.close(ch, now);
+            } else if conn.linger_until.is_none_or(|at| at <= deadline) {
+                // Reset already, or closing by a sooner deadline.
+                continue;
+            }
+            if let Some(at) = conn.linger_until.replace(deadline) {
+                self.lingering.remove(&(at, ch));
+            }
+            self.lingering.insert((deadline, ch));
+            self.wake_conn(ch);
+        }
+        self.wake_driver();
+    }
+
+    /// The driver may end: nobody can use the socket (every handle dropped, or a graceful
+    /// shutdown) and every connection is gone.
     pub(crate) fn is_finished(&self) -> bool {
-        self.handles_dropped
-            && self.conns.is_empty()
+        (self.handles_dropped || self.drain.is_some())
+            && self.conns.values().all(|c| c.freed)
             && self.endpoint.connection_count() == 0
             && self.raw_out.is_empty()
     }
@@ -389,6 +527,14 @@ impl State {
                         w.wake();
                     }
                 }
+                Event::WriteFinished => {
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.write_finished = true;
+                        if let Some(w) = c.close_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
                 Event::Closed { error } => {
                     if let Some(c) = self.conns.get_mut(&ch) {
                         c.closed = true;
@@ -397,12 +543,22 @@ impl State {
                     self.wake_conn(ch);
                 }
                 Event::Freed => {
-                    if let Some(c) = self.conns.remove(&ch) {
-                        if let Some(at) = c.linger_until {
-                            self.lingering.remove(&(at, ch));
-                        }
-                    }
+                    // Wake first: the entry may go.
                     self.wake_conn(ch);
+                    let Some(c) = self.conns.get_mut(&ch) else {
+                        continue;
+                    };
+                    if let Some(at) = c.linger_until.take() {
+                        self.lingering.remove(&(at, ch));
+                    }
+                    if c.released {
+                        self.conns.remove(&ch);
+                    } else {
+                        // Only a socket shutdown frees a connection a stream holds.
+                        debug_assert!(c.taken);
+                        c.freed = true;
+                        c.closed = true;
+                    }
                 }
                 _ => {}
             }

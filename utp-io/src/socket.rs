@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tracing::debug;
 use utp_proto::{ConnectError, ConnectionError, ConnectionHandle, Endpoint};
@@ -13,7 +14,7 @@ use utp_proto::{ConnectError, ConnectionError, ConnectionHandle, Endpoint};
 use crate::config::SocketConfig;
 use crate::driver::Driver;
 use crate::runtime::{AsyncUdpSocket, Runtime};
-use crate::shared::{Conn, Shared, SocketStats, State};
+use crate::shared::{Conn, Shared, ShutdownReport, SocketStats, State};
 use crate::stream::Stream;
 
 /// One UDP socket, the [`Endpoint`] that owns every connection on it, and the driver task
@@ -23,6 +24,10 @@ use crate::stream::Stream;
 /// `poll_*` methods for raw datagrams fit any runtime's `poll_fn`. When the last clone is
 /// dropped the socket stops accepting; the driver ends once every stream is closed and its
 /// connection freed.
+///
+/// A program that is about to exit calls [`shutdown_gracefully`](Self::shutdown_gracefully)
+/// (or [`Stream::poll_close`] on its streams) first: the driver is a task or thread that
+/// dies with the process, and with it whatever it had not delivered yet.
 #[derive(Clone, Debug)]
 pub struct Socket {
     handle: Arc<Handle>,
@@ -62,6 +67,7 @@ impl Socket {
         runtime.spawn(Box::pin(Instrumented {
             inner: driver,
             span,
+            _done: DoneGuard(shared.clone()),
         }));
         debug!(%local_addr, "uTP socket open");
         Ok(Self {
@@ -212,6 +218,49 @@ impl Socket {
         let now = self.shared().runtime.now();
         self.shared().lock().close(now);
     }
+
+    /// Shut the socket down gracefully, for a program about to exit: stop accepting (as
+    /// [`close`](Self::close)), close every connection gracefully (streams the application
+    /// still holds too: everything written is delivered and FINs are exchanged; later calls
+    /// on those streams fail with `NotConnected`), and wait until every connection is freed
+    /// and the driver has ended. Connections still open `timeout` after the call are reset;
+    /// the [`ShutdownReport`] counts those that had not delivered everything.
+    ///
+    /// Fails only if the driver had stopped with an error. Dropping the future does not stop
+    /// the shutdown; calling it again waits for the same one (a shorter `timeout` brings the
+    /// deadline forward).
+    pub async fn shutdown_gracefully(&self, timeout: Duration) -> io::Result<ShutdownReport> {
+        self.begin_shutdown(timeout);
+        std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
+    }
+
+    /// Start [`shutdown_gracefully`](Self::shutdown_gracefully) without waiting; then
+    /// [`poll_shutdown`](Self::poll_shutdown) says when it is done.
+    pub fn begin_shutdown(&self, timeout: Duration) {
+        let now = self.shared().runtime.now();
+        self.shared().lock().begin_shutdown(now, timeout);
+    }
+
+    /// Ready once the driver has ended (after [`begin_shutdown`](Self::begin_shutdown):
+    /// once every connection was freed), with what the shutdown did; the driver's error if
+    /// it stopped with one.
+    pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<ShutdownReport>> {
+        let mut state = self.shared().lock();
+        if state.driver_done {
+            if let Some(e) = state.fatal_error() {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(state.drain.map(|d| d.report).unwrap_or_default()));
+        }
+        if !state
+            .shutdown_wakers
+            .iter()
+            .any(|w| w.will_wake(cx.waker()))
+        {
+            state.shutdown_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
 }
 
 impl Drop for Handle {
@@ -306,6 +355,23 @@ impl Drop for Connecting {
 struct Instrumented {
     inner: Driver,
     span: tracing::Span,
+    /// Dropped after `inner` (fields drop in order), so waiters see the driver's own
+    /// farewell (a fatal error set by its `Drop`).
+    _done: DoneGuard,
+}
+
+/// Tells [`Socket::poll_shutdown`] that the driver is gone: its future completed, or the
+/// runtime dropped it. Every runtime drops a spawned future once it completes.
+struct DoneGuard(Arc<Shared>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.driver_done = true;
+        for w in state.shutdown_wakers.drain(..) {
+            w.wake();
+        }
+    }
 }
 
 impl Future for Instrumented {

@@ -20,7 +20,11 @@ use crate::shared::{Shared, State};
 /// Dropping it closes the connection gracefully in the background: everything written is
 /// still delivered and FINs are exchanged, for at most
 /// [`SocketConfig::close_linger`](crate::SocketConfig::close_linger); then the connection is
-/// freed.
+/// freed. The background is the socket's driver, a task or thread that dies with the
+/// process: a program that exits right after dropping a stream may lose the tail of what it
+/// wrote, as with TCP and `SO_LINGER` off. [`poll_close`](Self::poll_close) (or the socket's
+/// [`shutdown_gracefully`](crate::Socket::shutdown_gracefully)) waits until the peer has
+/// everything.
 pub struct Stream {
     shared: Arc<Shared>,
     ch: ConnectionHandle,
@@ -53,7 +57,7 @@ impl Stream {
     /// The connection's counters and estimates; `None` after [`reset`](Self::reset).
     pub fn stats(&self) -> Option<ConnectionStats> {
         let state = self.shared.lock();
-        if self.is_released() {
+        if self.gone(&state).is_some() {
             return None;
         }
         state.endpoint.connection_stats(self.ch)
@@ -63,8 +67,8 @@ impl Stream {
     /// that arrived before a reset are still delivered, then the error.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut state = self.shared.lock();
-        if self.is_released() {
-            return Poll::Ready(Err(reset_error()));
+        if let Some(e) = self.gone(&state) {
+            return Poll::Ready(Err(e));
         }
         match state.endpoint.read(self.ch, buf) {
             Ok(n) => {
@@ -90,10 +94,7 @@ impl Stream {
     /// error (`ConnectionReset`, `TimedOut`, ...) once it ended.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut state = self.shared.lock();
-        if self.is_released() {
-            return Poll::Ready(Err(reset_error()));
-        }
-        if let Some(e) = state.fatal_error() {
+        if let Some(e) = self.gone(&state).or_else(|| state.fatal_error()) {
             return Poll::Ready(Err(e));
         }
         match state.endpoint.write(self.ch, buf) {
@@ -137,6 +138,57 @@ impl Stream {
         Ok(())
     }
 
+    /// Close gracefully and wait for it: send a FIN after everything written (like
+    /// [`shutdown`](Self::shutdown)), then be ready once the peer has acknowledged every byte
+    /// and the FIN. Reading goes on meanwhile and afterwards. Fails with the error that
+    /// prevented it: `ConnectionReset` if the peer reset first, `TimedOut` if
+    /// retransmissions ran out, `ConnectionAborted` after [`reset`](Self::reset).
+    ///
+    /// A connection that ended gracefully counts too, even without the acknowledgement of
+    /// our FIN (libtorrent and libutp free their side once their own FIN is acknowledged).
+    /// This is what a program calls before it exits, so the driver does not die with the
+    /// tail of the data.
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let now = self.shared.runtime.now();
+        let mut state = self.shared.lock();
+        if self.is_released() {
+            return Poll::Ready(Err(reset_error()));
+        }
+        let fatal = state.fatal_error();
+        let Some(conn) = state.conns.get_mut(&self.ch) else {
+            // A stream's entry lives until the stream releases it.
+            debug_assert!(false, "stream without its connection entry");
+            return Poll::Ready(Err(shut_down_error()));
+        };
+        // The outcome first: it holds even if the socket shut down or failed since.
+        if conn.write_finished || (conn.closed && conn.error.is_none()) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = conn.error {
+            return Poll::Ready(Err(e.into()));
+        }
+        if let Some(e) = fatal {
+            return Poll::Ready(Err(e));
+        }
+        if conn.freed {
+            return Poll::Ready(Err(shut_down_error()));
+        }
+        match &conn.close_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => conn.close_waker = Some(cx.waker().clone()),
+        }
+        if !conn.close_requested {
+            conn.close_requested = true;
+            {
+                let _span = conn.span.enter();
+                trace!("close: FIN, waiting for its acknowledgement");
+            }
+            state.endpoint.shutdown(self.ch, now);
+            state.wake_driver();
+        }
+        Poll::Pending
+    }
+
     /// Abort the connection: send `ST_RESET` and drop buffered data both ways. Later calls
     /// fail with `ConnectionAborted`; the peer sees `ConnectionReset`.
     pub fn reset(&self) {
@@ -152,10 +204,22 @@ impl Stream {
         self.released.load(Ordering::Relaxed)
     }
 
+    /// The error for a handle that must not reach the endpoint any more: reset by us, or
+    /// freed by the socket's graceful shutdown (the endpoint may reuse it).
+    fn gone(&self, state: &State) -> Option<io::Error> {
+        if self.is_released() {
+            return Some(reset_error());
+        }
+        match state.conns.get(&self.ch) {
+            Some(c) if c.freed => Some(shut_down_error()),
+            _ => None,
+        }
+    }
+
     /// The error, if any, a call on this stream must report.
     fn check(&self, state: &State) -> io::Result<()> {
-        if self.is_released() {
-            return Err(reset_error());
+        if let Some(e) = self.gone(state) {
+            return Err(e);
         }
         if let Some(e) = state.fatal_error() {
             return Err(e);
@@ -198,6 +262,10 @@ fn register(
             map.insert(ch, waker.clone());
         }
     }
+}
+
+fn shut_down_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "uTP socket was shut down")
 }
 
 fn reset_error() -> io::Error {
