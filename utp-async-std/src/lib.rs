@@ -22,7 +22,8 @@
 //!     let upload = async_std::task::spawn(async move {
 //!         let mut stream = client.connect(addr).await?;
 //!         stream.write_all(&vec![7u8; 100_000]).await?;
-//!         Ok::<_, std::io::Error>(()) // dropping the stream closes it gracefully
+//!         // FIN, then wait until the peer has every byte: safe to exit afterwards.
+//!         stream.close_gracefully().await
 //!     });
 //!
 //!     let (mut stream, peer) = server.accept().await?;
@@ -52,6 +53,15 @@
 //! half-close: it sends a FIN after everything written, and reading goes on until the peer's
 //! FIN. Dropping the last clone closes the connection gracefully in the background.
 //!
+//! # Closing before the program exits
+//!
+//! The background close (after a drop or futures-io's `close`) runs on the socket's driver
+//! thread, which dies with the process: a program that returns from `main` right after
+//! dropping its streams may lose the tail of its data, as with TCP without `SO_LINGER`, and
+//! the peer then waits until its own timeout. Await [`UtpStream::close_gracefully`] (the
+//! peer acknowledged everything) or [`UtpSocket::shutdown_gracefully`] (every connection on
+//! the socket, with a deadline) before exiting.
+//!
 //! # Port sharing
 //!
 //! BitTorrent clients run the DHT and uTP on one port. Datagrams that do not parse as uTP
@@ -76,7 +86,7 @@ mod stream;
 
 pub use socket::UtpSocket;
 pub use stream::UtpStream;
-pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

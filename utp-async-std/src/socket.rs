@@ -17,6 +17,9 @@ use crate::runtime::{AsyncIoRuntime, IoUdp};
 /// port) go to [`recv_from`](Self::recv_from), and [`send_to`](Self::send_to) sends raw
 /// datagrams from the same port. Cloning is cheap and shares everything; when the last clone
 /// is dropped the socket stops accepting, and the driver ends once every stream is closed.
+/// The driver thread dies with the process: before the program exits, await
+/// [`shutdown_gracefully`](Self::shutdown_gracefully) (or
+/// [`UtpStream::close_gracefully`] on each stream).
 ///
 /// ```
 /// use futures_util::io::{AsyncReadExt, AsyncWriteExt};

@@ -16,13 +16,19 @@ use utp_io::Stream;
 ///   once; reading goes on until the peer's FIN. Later writes fail with `BrokenPipe`. (This
 ///   is what `close` means for async-std's and smol's `TcpStream`, which shut down the write
 ///   side; the connection itself is released on drop.)
+/// - **[`close_gracefully`](Self::close_gracefully)** sends the same FIN and *waits* until
+///   the peer acknowledged every byte and the FIN: call it before the program exits.
 /// - `poll_flush` has nothing to wait for: written bytes are already queued for the driver.
 /// - Reads return `Ok(0)` once the peer's FIN arrived and every byte before it was read.
 /// - **Clones share the connection**, so a reader and a writer can live in different tasks
 ///   (`futures_util::io::split` works too). Dropping the last clone closes the connection
 ///   gracefully in the background: everything written is still delivered, then FINs are
 ///   exchanged, for at most [`SocketConfig::close_linger`](crate::SocketConfig::close_linger).
-///   Use [`reset`](Self::reset) to abort instead.
+///   Use [`reset`](Self::reset) to abort instead. The background is the socket's driver
+///   thread, which dies with the process: a program that returns from `main` right after
+///   dropping (or `close`) may lose the tail of what it wrote, as with TCP without
+///   `SO_LINGER`. Await [`close_gracefully`](Self::close_gracefully) or
+///   [`UtpSocket::shutdown_gracefully`](crate::UtpSocket::shutdown_gracefully) first.
 /// - Errors carry the usual kinds: `ConnectionReset` (peer reset), `TimedOut`
 ///   (retransmissions exhausted), `ConnectionAborted` (after [`reset`](Self::reset)).
 ///
@@ -41,6 +47,18 @@ impl UtpStream {
     }
 
     utp_io::stream_accessors!(inner);
+
+    /// Close gracefully and wait: send a FIN after everything written (what futures-io's
+    /// `close` does, which returns at once), then return once the peer acknowledged every
+    /// byte and the FIN. Reading still works, through this or another clone. Fails with what
+    /// prevented it: `ConnectionReset` (the peer reset first), `TimedOut` (retransmissions
+    /// ran out), `ConnectionAborted` (after [`reset`](Self::reset)).
+    ///
+    /// Named apart from `AsyncWriteExt::close`, the half-close, so both stay callable.
+    /// Cancel-safe: the FIN is sent either way.
+    pub async fn close_gracefully(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.inner.poll_close(cx)).await
+    }
 }
 
 /// The futures-io traits for `UtpStream` and `&UtpStream`: all of `Stream`'s poll functions

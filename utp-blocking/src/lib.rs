@@ -22,8 +22,9 @@
 //! let addr = server.local_addr()?;
 //! let upload = thread::spawn(move || {
 //!     let mut stream = client.connect_timeout(addr, Duration::from_secs(5))?;
-//!     stream.write_all(&vec![7u8; 100_000])
-//!     // dropping the stream closes it gracefully
+//!     stream.write_all(&vec![7u8; 100_000])?;
+//!     // FIN, then wait until the peer has every byte: safe to exit afterwards.
+//!     stream.close()
 //! });
 //!
 //! let (mut stream, peer) = server.accept()?;
@@ -48,6 +49,16 @@
 //!
 //! Streams block the calling thread on a waker that unparks it, so any number of threads
 //! can each drive their own streams.
+//!
+//! # Closing before the program exits
+//!
+//! Dropping a stream (or `shutdown(Write)`) closes it gracefully *in the background*, on the
+//! driver thread, which dies with the process: a program that returns from `main` right
+//! after dropping its streams may lose the tail of its data, as with TCP without
+//! `SO_LINGER`, and the peer then waits until its own timeout. Call [`UtpStream::close`]
+//! (the peer acknowledged everything) or [`UtpSocket::shutdown_gracefully`] (every
+//! connection on the socket, with a deadline, and the driver thread finished) before
+//! exiting.
 //!
 //! # Port sharing
 //!
@@ -74,7 +85,7 @@ mod wait;
 
 pub use socket::UtpSocket;
 pub use stream::UtpStream;
-pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

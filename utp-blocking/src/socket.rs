@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::time::Duration;
 
-use utp_io::{Socket, SocketConfig};
+use utp_io::{ShutdownReport, Socket, SocketConfig};
 
 use crate::UtpStream;
 use crate::driver::ThreadRuntime;
@@ -19,7 +19,10 @@ use crate::wait::{check_timeout, wait};
 /// are not uTP (a DHT or tracker sharing the port) go to [`recv_from`](Self::recv_from), and
 /// [`send_to`](Self::send_to) sends raw datagrams from the same port. Cloning is cheap and
 /// shares everything (pass clones to threads); when the last clone is dropped the socket
-/// stops accepting, and the driver thread ends once every stream is closed.
+/// stops accepting, and the driver thread ends once every stream is closed. That thread dies
+/// with the process: before the program exits, call
+/// [`shutdown_gracefully`](Self::shutdown_gracefully) (or [`UtpStream::close`] on each
+/// stream) so it does not take undelivered data with it.
 ///
 /// ```
 /// use std::io::{Read, Write};
@@ -130,6 +133,29 @@ impl UtpSocket {
     /// it is queued for the driver (waiting while the queue is full).
     pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
         wait(None, |cx| self.inner.poll_send_datagram(cx, buf, target))
+    }
+
+    /// Shut down gracefully before the program exits: stop accepting (as
+    /// [`close`](Self::close)), close every connection gracefully (streams still held too;
+    /// their later calls fail with `NotConnected`), and block until all are closed and the
+    /// driver thread has finished. Connections still open after `timeout` are reset; the
+    /// [`ShutdownReport`] counts those whose data may not all have arrived
+    /// ([`cut`](ShutdownReport::cut)). A zero `timeout` resets everything at once. Fails only
+    /// if the driver had stopped with an error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> std::io::Result<()> {
+    /// let socket = utp_blocking::UtpSocket::bind("127.0.0.1:0")?;
+    /// // ... streams come and go ...
+    /// let report = socket.shutdown_gracefully(Duration::from_secs(10))?;
+    /// assert_eq!(report.cut, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown_gracefully(&self, timeout: Duration) -> io::Result<ShutdownReport> {
+        self.inner.begin_shutdown(timeout);
+        wait(None, |cx| self.inner.poll_shutdown(cx))
     }
 
     utp_io::socket_accessors!(inner);

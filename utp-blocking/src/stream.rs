@@ -22,12 +22,18 @@ use crate::wait::{check_timeout, wait};
 ///   Windows.
 /// - [`shutdown(Shutdown::Write)`](Self::shutdown) sends a FIN after everything written and
 ///   keeps reading (half-close); later writes fail with `BrokenPipe`.
+/// - [`close`](Self::close) sends the same FIN and blocks until the peer acknowledged every
+///   byte and the FIN: call it before the program exits.
 /// - [`try_clone`](Self::try_clone) gives another handle to the same connection (with the
 ///   same timeouts), so one thread can read while another writes. Dropping the last handle
 ///   closes the connection gracefully in the background: everything written is still
 ///   delivered, then FINs are exchanged, for at most
 ///   [`SocketConfig::close_linger`](crate::SocketConfig::close_linger). Use
-///   [`reset`](Self::reset) to abort instead.
+///   [`reset`](Self::reset) to abort instead. The background is the socket's driver
+///   thread, which dies with the process: a program that returns from `main` right after
+///   dropping (or `shutdown`) may lose the tail of what it wrote, as with TCP without
+///   `SO_LINGER`. Call [`close`](Self::close) or
+///   [`UtpSocket::shutdown_gracefully`](crate::UtpSocket::shutdown_gracefully) first.
 /// - Errors carry the usual kinds: `ConnectionReset` (peer reset), `TimedOut`
 ///   (retransmissions exhausted), `ConnectionAborted` (after [`reset`](Self::reset)).
 ///
@@ -80,6 +86,26 @@ impl UtpStream {
             self.inner.stream.shutdown()?;
         }
         Ok(())
+    }
+
+    /// Close gracefully and wait: send a FIN after everything written (as
+    /// [`shutdown(Write)`](Self::shutdown)), then block until the peer acknowledged every
+    /// byte and the FIN. Reading still works, through this or a cloned handle. Fails with
+    /// what prevented it: `ConnectionReset` (the peer reset first), `TimedOut`
+    /// (retransmissions ran out, or the [write timeout](Self::set_write_timeout), if set,
+    /// passed; the FIN is on its way regardless), `ConnectionAborted` (after
+    /// [`reset`](Self::reset)).
+    ///
+    /// Unlike dropping the stream, this lets a program know its data arrived before it
+    /// exits.
+    pub fn close(&self) -> io::Result<()> {
+        let timeout = *lock(&self.inner.write_timeout);
+        wait(timeout, |cx| self.inner.stream.poll_close(cx)).map_err(|e| match e.kind() {
+            // The wait's own timeout is `WouldBlock` on Unix; a close that did not finish
+            // in time is `TimedOut`.
+            io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, e),
+            _ => e,
+        })
     }
 
     /// Bound how long a read blocks; `None` (the default) blocks until data, EOF or an error.

@@ -20,7 +20,8 @@
 //! let upload = tokio::spawn(async move {
 //!     let mut stream = client.connect(addr).await?;
 //!     stream.write_all(&vec![7u8; 100_000]).await?;
-//!     Ok::<_, std::io::Error>(()) // dropping the stream closes it gracefully
+//!     // FIN, then wait until the peer has every byte: safe to exit afterwards.
+//!     stream.close().await
 //! });
 //!
 //! let (mut stream, peer) = server.accept().await?;
@@ -47,6 +48,16 @@
 //! `accept` or `connect` on a closed socket `NotConnected`, and a connect to an unspecified
 //! or multicast address `InvalidInput`.
 //!
+//! # Closing before the program exits
+//!
+//! Dropping a stream (or `shutdown`) closes it gracefully *in the background*: the socket's
+//! driver task delivers what was written and exchanges FINs. That task dies with the
+//! runtime, so a program that returns from `main` right after dropping its streams may
+//! lose the tail of its data, as with TCP without `SO_LINGER`: the peer then waits until
+//! its own timeout. Await [`UtpStream::close`] (the peer acknowledged everything) or
+//! [`UtpSocket::shutdown_gracefully`] (every connection on the socket, with a deadline)
+//! before exiting.
+//!
 //! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
 
 mod runtime;
@@ -55,7 +66,7 @@ mod stream;
 
 pub use socket::UtpSocket;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, UtpStream};
-pub use utp_io::{SocketConfig, SocketHook, SocketStats};
+pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

@@ -4,10 +4,11 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::net::{ToSocketAddrs, lookup_host};
-use utp_io::{Socket, SocketConfig, SocketStats};
+use utp_io::{ShutdownReport, Socket, SocketConfig, SocketStats};
 
 use crate::UtpStream;
 use crate::runtime::{TokioRuntime, TokioUdp};
@@ -19,6 +20,9 @@ use crate::runtime::{TokioRuntime, TokioUdp};
 /// port) go to [`recv_from`](Self::recv_from), and [`send_to`](Self::send_to) sends raw
 /// datagrams from the same port. Cloning is cheap and shares everything; when the last clone
 /// is dropped the socket stops accepting, and the driver ends once every stream is closed.
+/// The driver is a task of the runtime: before the program exits, await
+/// [`shutdown_gracefully`](Self::shutdown_gracefully) (or [`UtpStream::close`] on each
+/// stream) so it does not die with data still to deliver.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -148,6 +152,28 @@ impl UtpSocket {
     /// streams carry on.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Shut down gracefully before the program exits: stop accepting (as
+    /// [`close`](Self::close)), close every connection gracefully (streams still held too;
+    /// their later calls fail with `NotConnected`), and wait until all are closed and the
+    /// driver task has ended. Connections still open after `timeout` are reset; the
+    /// [`ShutdownReport`] counts those whose data may not all have arrived
+    /// ([`cut`](ShutdownReport::cut)). Fails only if the driver had stopped with an error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::time::Duration;
+    /// let socket = utp_tokio::UtpSocket::bind("127.0.0.1:0").await?;
+    /// // ... streams come and go ...
+    /// let report = socket.shutdown_gracefully(Duration::from_secs(10)).await?;
+    /// assert_eq!(report.cut, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown_gracefully(&self, timeout: Duration) -> io::Result<ShutdownReport> {
+        self.inner.shutdown_gracefully(timeout).await
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`UtpStream`] and its owned halves.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,10 +17,16 @@ use utp_proto::ConnectionStats;
 /// - `poll_shutdown` sends a FIN after everything written and keeps reading (half-close);
 ///   later writes fail with `BrokenPipe`.
 /// - Reads return `Ok(0)` once the peer's FIN arrived and every byte before it was read.
+/// - [`close`](Self::close) sends a FIN after everything written and waits until the peer
+///   acknowledged all of it: call it before the program exits.
 /// - Dropping the stream closes it gracefully in the background: everything written is
 ///   still delivered, then FINs are exchanged, for at most
 ///   [`SocketConfig::close_linger`](crate::SocketConfig::close_linger). Use
-///   [`reset`](Self::reset) to abort instead.
+///   [`reset`](Self::reset) to abort instead. The background is the socket's driver task,
+///   which dies with the runtime: a program that returns from `main` right after dropping
+///   (or `shutdown`) may lose the tail of what it wrote, as with TCP without `SO_LINGER`.
+///   Await [`close`](Self::close) or [`UtpSocket::shutdown_gracefully`](crate::UtpSocket::shutdown_gracefully)
+///   first.
 /// - Errors carry the usual kinds: `ConnectionReset` (peer reset), `TimedOut`
 ///   (retransmissions exhausted), `ConnectionAborted` (after [`reset`](Self::reset)).
 #[derive(Debug)]
@@ -54,6 +61,18 @@ impl UtpStream {
     /// with `ConnectionAborted`; the peer's fail with `ConnectionReset`.
     pub fn reset(&self) {
         self.inner.reset();
+    }
+
+    /// Close gracefully and wait: send a FIN after everything written (as `shutdown` does),
+    /// then return once the peer acknowledged every byte and the FIN. Reading still works.
+    /// Fails with what prevented it: `ConnectionReset` (the peer reset first), `TimedOut`
+    /// (retransmissions ran out), `ConnectionAborted` (after [`reset`](Self::reset)). Wrap
+    /// it in `tokio::time::timeout` to bound the wait.
+    ///
+    /// Unlike dropping the stream, this lets a program know its data arrived before it
+    /// exits. Cancel-safe: the FIN is sent either way.
+    pub async fn close(&self) -> io::Result<()> {
+        poll_fn(|cx| self.inner.poll_close(cx)).await
     }
 
     /// Split into halves that can move to different tasks. Dropping the write half sends a
@@ -134,6 +153,12 @@ impl OwnedWriteHalf {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.inner.peer_addr())
+    }
+
+    /// [`UtpStream::close`]: FIN after everything written, then wait until the peer
+    /// acknowledged all of it. The read half keeps reading.
+    pub async fn close(&self) -> io::Result<()> {
+        poll_fn(|cx| self.inner.poll_close(cx)).await
     }
 }
 
