@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
-use utp_io::{SocketConfig, SocketStats};
+use utp_io::{ShutdownReport, SocketConfig, SocketStats};
 use utp_proto::ConnectionStats;
 
 pub mod adapters;
@@ -86,6 +86,12 @@ pub trait Adapter: 'static {
     fn socket_stats(socket: &Self::Socket) -> SocketStats;
     /// Stop accepting.
     fn close(socket: &Self::Socket);
+    /// Close every connection gracefully and wait for the driver to end; reset what is left
+    /// after `timeout`.
+    fn shutdown_gracefully(
+        socket: &Self::Socket,
+        timeout: Duration,
+    ) -> impl Future<Output = io::Result<ShutdownReport>> + Send;
     /// Open a connection.
     fn connect(
         socket: &Self::Socket,
@@ -111,6 +117,9 @@ pub trait Adapter: 'static {
     fn stream_stats(stream: &Self::Stream) -> Option<ConnectionStats>;
     /// Abort the connection.
     fn reset(stream: &Self::Stream);
+    /// FIN after everything written, then wait until the peer acknowledged all of it
+    /// (`close`, or `close_gracefully` on futures-io).
+    fn close_stream(stream: &Self::Stream) -> impl Future<Output = io::Result<()>> + Send;
     /// Split into halves usable from two tasks.
     fn split(stream: Self::Stream) -> (Self::ReadHalf, Self::WriteHalf);
 }
@@ -141,6 +150,16 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// FNV-1a, 64 bits: a hash of transferred bytes that two processes agree on.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Compare two byte strings, naming where they first differ.
@@ -321,6 +340,10 @@ macro_rules! suite {
             accept_and_connect_after_close_fail,
             streams_outlive_a_dropped_socket,
             graceful_close_is_bounded_by_the_linger_time,
+            close_returns_once_the_peer_has_everything,
+            close_fails_when_the_peer_resets,
+            shutdown_gracefully_closes_every_connection,
+            shutdown_gracefully_cuts_a_silent_peer_at_the_deadline,
             non_utp_datagrams_reach_the_queue_while_streams_run,
             a_full_datagram_queue_drops_and_counts,
             eight_mib_through_5_percent_loss_and_reordering

@@ -46,6 +46,8 @@ struct Delayed {
     queue: Mutex<BinaryHeap<Reverse<Held>>>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Drop every datagram from now on (a peer that went silent).
+    blackhole: AtomicBool,
 }
 
 impl Relay {
@@ -74,6 +76,14 @@ impl Relay {
             shared,
             threads,
         })
+    }
+}
+
+impl Relay {
+    /// Drop every datagram from now on (`true`), as if the peer had gone silent, or relay
+    /// again (`false`).
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::Relaxed);
     }
 }
 
@@ -119,7 +129,7 @@ fn receive(
             client = Some(from);
             server
         };
-        if unit() < loss {
+        if unit() < loss || shared.blackhole.load(Ordering::Relaxed) {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }

@@ -590,6 +590,129 @@ pub fn graceful_close_is_bounded_by_the_linger_time<A: Adapter>() {
     });
 }
 
+// ----- closing before the program exits ----------------------------------------------------
+
+/// `close` returns only once the peer has every byte and our FIN: a reset right after it
+/// (the worst a process exiting can do to the connection) loses nothing, and the peer reads
+/// everything, then a clean EOF. 4 MiB is more than the receive window, so `close` has to
+/// wait for the reader.
+pub fn close_returns_once_the_peer_has_everything<A: Adapter>() {
+    const LEN: usize = 4 << 20;
+    run::<A>("close_returns_once_the_peer_has_everything", LIMIT, async {
+        let mut config = config(30);
+        config.connection_mut().send_buffer(8 << 20);
+        let a = A::bind(loopback(), config).await.unwrap();
+        let b = bind::<A>(31).await;
+        let (mut c, mut s) = connected::<A>(&a, &b).await;
+        let data = pattern(32, LEN);
+        write_all(&mut c, &data).await.unwrap();
+        let reader = spawn::<A, _>(async move { read_to_end(&mut s).await });
+        A::close_stream(&c).await.unwrap();
+        let sent = A::stream_stats(&c).unwrap().bytes_sent;
+        assert!(sent >= LEN as u64, "close returned after {sent} bytes");
+        A::close_stream(&c).await.unwrap(); // done is done
+        A::reset(&c);
+        let got = reader.await.expect("everything, then EOF: no reset");
+        assert_same(&got, &data, "data before close returned");
+    });
+}
+
+/// A peer that resets while `close` waits makes it fail with `ConnectionReset`.
+pub fn close_fails_when_the_peer_resets<A: Adapter>() {
+    run::<A>("close_fails_when_the_peer_resets", LIMIT, async {
+        let mut config = config(33);
+        config.connection_mut().send_buffer(2 << 20);
+        let a = A::bind(loopback(), config).await.unwrap();
+        let mut config = crate::config(34);
+        config.connection_mut().receive_window(64 << 10);
+        let b = A::bind(loopback(), config).await.unwrap();
+        let (mut c, s) = connected::<A>(&a, &b).await;
+        // 16 times the peer's window: it cannot all be acknowledged while nobody reads.
+        write_all(&mut c, &pattern(35, 1 << 20)).await.unwrap();
+        let closing = spawn::<A, _>(async move {
+            let result = A::close_stream(&c).await;
+            (c, result)
+        });
+        A::sleep(Duration::from_millis(100)).await;
+        A::reset(&s);
+        let (_c, result) = closing.await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    });
+}
+
+/// The socket's graceful shutdown closes held and dropped streams alike, delivers all their
+/// data, reports nothing cut and ends the driver; held streams then fail with
+/// `NotConnected`, but their `close` reports the successful close.
+pub fn shutdown_gracefully_closes_every_connection<A: Adapter>() {
+    const STREAMS: u64 = 3;
+    const LEN: usize = 256 << 10;
+    run::<A>(
+        "shutdown_gracefully_closes_every_connection",
+        LIMIT,
+        async {
+            let (a, b) = (bind::<A>(36).await, bind::<A>(37).await);
+            let server = serve::<A, _, _>(&b, STREAMS, |mut s| async move {
+                read_to_end(&mut s).await.unwrap()
+            });
+            let addr = A::local_addr(&b);
+            let mut held = Vec::new();
+            for id in 0..STREAMS {
+                let mut c = A::connect(&a, addr).await.unwrap();
+                write_all(&mut c, &pattern(id, LEN)).await.unwrap();
+                held.push(c);
+            }
+            drop(held.pop()); // closing in the background already
+            let report = A::shutdown_gracefully(&a, LIMIT / 2).await.unwrap();
+            assert_eq!((report.connections, report.cut), (STREAMS as usize, 0));
+            let mut got = server.await;
+            got.sort();
+            let mut want: Vec<_> = (0..STREAMS).map(|id| pattern(id, LEN)).collect();
+            want.sort();
+            assert!(got == want, "every stream's data arrives");
+            let stats = A::socket_stats(&a);
+            assert_eq!((stats.endpoint.connections, stats.shutdown_resets), (0, 0));
+            // The driver has ended (on the threaded adapters: its thread exits).
+            let port = A::local_addr(&a).port();
+            crate::wait_for_driver_threads(&[port], false);
+            let err = held[0].write(b"late").await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotConnected);
+            A::close_stream(&held[1]).await.unwrap();
+            let err = A::connect(&a, addr)
+                .await
+                .err()
+                .expect("connect after shutdown");
+            assert_eq!(err.kind(), ErrorKind::NotConnected);
+        },
+    );
+}
+
+/// A peer that went silent holds the shutdown until its deadline, no longer: the
+/// connection is then reset and reported cut.
+pub fn shutdown_gracefully_cuts_a_silent_peer_at_the_deadline<A: Adapter>() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    run::<A>("shutdown_gracefully_cuts_a_silent_peer", LIMIT, async {
+        let (a, b) = (bind::<A>(38).await, bind::<A>(39).await);
+        let relay = Relay::start(A::local_addr(&b), 0.0, 0.0, 40).unwrap();
+        let (mut c, _s) = connected_via::<A>(&a, &b, relay.addr).await;
+        relay.blackhole(true);
+        write_all(&mut c, &pattern(41, 64 << 10)).await.unwrap();
+        let start = Instant::now();
+        let report = A::shutdown_gracefully(&a, DEADLINE).await.unwrap();
+        let took = start.elapsed();
+        assert!(
+            took >= DEADLINE && took < DEADLINE + Duration::from_secs(5),
+            "took {took:?}"
+        );
+        assert_eq!((report.connections, report.cut), (1, 1));
+        let stats = A::socket_stats(&a);
+        assert_eq!((stats.endpoint.connections, stats.shutdown_resets), (0, 1));
+        let err = A::close_stream(&c).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+        let err = c.write(b"late").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotConnected);
+    });
+}
+
 // ----- port sharing -------------------------------------------------------------------------
 
 /// DHT and tracker datagrams reach the application while a transfer runs, and its answers

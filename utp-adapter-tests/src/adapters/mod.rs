@@ -51,6 +51,13 @@ macro_rules! forward_to_the_api {
             socket.close();
         }
 
+        async fn shutdown_gracefully(
+            socket: &Self::Socket,
+            timeout: std::time::Duration,
+        ) -> io::Result<utp_io::ShutdownReport> {
+            socket.shutdown_gracefully(timeout)$(.$aw)?
+        }
+
         async fn connect(socket: &Self::Socket, remote: SocketAddr) -> io::Result<Self::Stream> {
             socket.connect(remote)$(.$aw)?
         }

@@ -76,6 +76,10 @@ impl<E: Executor> Adapter for E {
     fn split(stream: UtpStream) -> (ReadHalf<UtpStream>, WriteHalf<UtpStream>) {
         stream.split()
     }
+
+    async fn close_stream(stream: &UtpStream) -> io::Result<()> {
+        stream.close_gracefully().await
+    }
 }
 
 super::async_io_traits!(AsyncReadExt, AsyncWriteExt, close;

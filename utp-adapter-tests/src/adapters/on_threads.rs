@@ -46,6 +46,10 @@ impl Adapter for Blocking {
         let reader = stream.try_clone().expect("try_clone never fails");
         (reader, stream)
     }
+
+    async fn close_stream(stream: &UtpStream) -> io::Result<()> {
+        stream.close()
+    }
 }
 
 impl Reader for UtpStream {

@@ -46,6 +46,10 @@ impl Adapter for Tokio {
     fn split(stream: UtpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
         stream.into_split()
     }
+
+    async fn close_stream(stream: &UtpStream) -> io::Result<()> {
+        stream.close().await
+    }
 }
 
 super::async_io_traits!(AsyncReadExt, AsyncWriteExt, shutdown;
