@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! utp -l -p 4000 > received          # listen on port 4000, write what arrives to stdout
+//! utp -l -p 0 > received             # any free port: `listening on 0.0.0.0:PORT` on stderr
 //! utp 127.0.0.1 4000 < file          # connect, send stdin; EOF on stdin half-closes
 //! utp bench                          # loopback transfer: uTP beside TCP and raw UDP
 //! ```
@@ -9,6 +10,10 @@
 //! The netcat flags are libutp's `ucat` flags, so scripts written for it keep working:
 //! `-l` listen, `-p` local port, `-s` source address, `-B` receive buffer (window) size,
 //! `-n` no name resolution, `-d` debug logging (twice for trace).
+//!
+//! Netcat exits once both directions are done: everything it sent was acknowledged (the
+//! stream's `close`) and the peer finished; then the socket's `shutdown_gracefully` lets the
+//! last acknowledgement leave before the process does.
 
 mod bench;
 mod controller;

@@ -20,7 +20,8 @@ struct Args {
     /// Listen for one incoming connection instead of connecting.
     #[arg(short = 'l')]
     listen: bool,
-    /// Local port to bind (required with -l; default: any).
+    /// Local port to bind (required with -l, where 0 picks a free one and prints it as
+    /// `listening on ADDR:PORT` on stderr; default: any).
     #[arg(short = 'p', value_name = "PORT")]
     local_port: Option<u16>,
     /// Local address to bind (default: any address of the destination's family).
@@ -50,7 +51,11 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // After an error a read of stdin may still hold a thread of the runtime: exit without
+    // waiting for input that may never come. (On success everything has finished.)
+    runtime.shutdown_background();
+    result
 }
 
 async fn run(args: Args) -> io::Result<()> {
@@ -64,6 +69,8 @@ async fn run(args: Args) -> io::Result<()> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "-l needs -p PORT"))?;
         let ip = args.source.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let socket = bind(SocketAddr::new(ip, port), config).await?;
+        // For scripts (and for `-p 0`): one line on stderr, `listening on ADDR:PORT`.
+        eprintln!("listening on {}", socket.local_addr()?);
         let (stream, peer) = socket.accept().await?;
         tracing::info!(%peer, "accepted");
         (socket, stream)
@@ -87,12 +94,16 @@ async fn run(args: Args) -> io::Result<()> {
             .map_err(|e| annotate(e, remote))?;
         (socket, stream)
     };
+    let peer = stream.peer_addr()?;
     pump(stream).await?;
-    // The streams are dropped: their graceful close runs in the driver. Wait for it, so
-    // the last data and acknowledgements leave before the process does.
-    let deadline = tokio::time::Instant::now() + LINGER;
-    while socket.stats().endpoint.connections > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The driver is a task of this process's runtime: finish the close handshake (our ACK
+    // of the peer's FIN) before returning, or it dies with the process.
+    let report = socket.shutdown_gracefully(LINGER).await?;
+    if report.cut > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{peer}: close not acknowledged within {LINGER:?}"),
+        ));
     }
     Ok(())
 }
@@ -154,7 +165,10 @@ fn annotate(e: io::Error, remote: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("{remote}: {what}"))
 }
 
-/// stdin → stream (then FIN) and stream → stdout, concurrently, until both are done.
+/// stdin → stream (then FIN) and stream → stdout, concurrently, until both are done: the
+/// peer acknowledged everything we sent and sent its FIN. The first error ends both: the
+/// connection is gone (a reset, or a dead peer noticed by the idle timeout), so waiting for
+/// stdin would only hang.
 async fn pump(stream: UtpStream) -> io::Result<()> {
     let peer = stream.peer_addr()?;
     let (mut rx, mut tx) = stream.into_split();
@@ -166,20 +180,23 @@ async fn pump(stream: UtpStream) -> io::Result<()> {
             if n == 0 {
                 break;
             }
-            tx.write_all(&buf[..n]).await?;
+            tx.write_all(&buf[..n])
+                .await
+                .map_err(|e| annotate(e, peer))?;
         }
-        // EOF on stdin half-closes: the peer sees EOF, we keep receiving.
-        tx.shutdown().await?;
+        // EOF on stdin half-closes at once: the peer sees EOF, we keep receiving. `close`
+        // then waits until the peer has acknowledged every byte.
+        tx.close().await.map_err(|e| annotate(e, peer))?;
         Ok::<_, io::Error>(())
     };
     let download = async move {
         let mut stdout = tokio::io::stdout();
-        let copied = tokio::io::copy(&mut rx, &mut stdout).await?;
+        let copied = tokio::io::copy(&mut rx, &mut stdout)
+            .await
+            .map_err(|e| annotate(e, peer))?;
         stdout.flush().await?;
         Ok::<_, io::Error>(copied)
     };
-    let (up, down) = tokio::join!(upload, download);
-    up.map_err(|e| annotate(e, peer))?;
-    down.map_err(|e| annotate(e, peer))?;
+    tokio::try_join!(upload, download)?;
     Ok(())
 }
