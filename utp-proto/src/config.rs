@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::congestion::{ControllerFactory, LedbatConfig};
-use crate::connection::{IPV4_ETHERNET, IPV6_ETHERNET};
-use crate::packet::HEADER_LEN;
+use crate::packet::{HEADER_LEN, IPV4_ETHERNET, IPV6_ETHERNET};
 
 /// Settings for one connection. Every connection of an endpoint starts from
 /// [`EndpointConfig::connection`]; [`Endpoint::connect_with`](crate::Endpoint::connect_with)

@@ -24,9 +24,7 @@ use tracing::debug;
 pub use error::{ConnectionError, ReadError, WriteError};
 pub use stats::ConnectionStats;
 
-pub(crate) use self::mtu::{IPV4_ETHERNET, IPV6_ETHERNET};
-
-use self::mtu::{IPV4_FLOOR, IPV6_FLOOR, PathMtu};
+use self::mtu::PathMtu;
 use self::recv_buf::RecvBuffer;
 use self::rtt::RttEstimator;
 use self::send_buf::{Kind, SendBuffer, Status};
@@ -35,6 +33,7 @@ use crate::config::ConnectionConfig;
 use crate::congestion::{AckEvent, CongestionEvent, Controller};
 use crate::endpoint::TimeWaitEntry;
 use crate::packet::{HEADER_LEN, Header, OutgoingExtensions, Packet, PacketType};
+use crate::packet::{IPV4_FLOOR, IPV6_FLOOR};
 use crate::seq::{SeqNr, Timestamp};
 use crate::{Event, Side, Transmit};
 

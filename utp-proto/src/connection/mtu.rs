@@ -18,16 +18,10 @@
 use std::time::{Duration, Instant};
 
 use crate::packet::HEADER_LEN;
+#[cfg(test)]
+use crate::packet::{IPV4_ETHERNET, IPV4_FLOOR, IPV6_ETHERNET, IPV6_FLOOR};
 use crate::seq::SeqNr;
 
-/// UDP payload that any IPv4 path carries: 576 - 20 (IP) - 8 (UDP), libtorrent's floor.
-pub(crate) const IPV4_FLOOR: usize = 548;
-/// UDP payload that any IPv6 path carries: 1280 - 40 - 8.
-pub(crate) const IPV6_FLOOR: usize = 1232;
-/// Largest UDP payload on a 1500-byte IPv4 link: 1500 - 20 - 8.
-pub(crate) const IPV4_ETHERNET: usize = 1472;
-/// Largest UDP payload on a 1500-byte IPv6 link: 1500 - 40 - 8.
-pub(crate) const IPV6_ETHERNET: usize = 1452;
 /// The search stops when floor and ceiling are this close (libutp stops at 16).
 pub(crate) const SEARCH_DONE_WITHIN: usize = 16;
 /// How long a finished search rests before probing upward again (libutp: 30 min).

@@ -125,6 +125,15 @@ pub struct OutgoingExtensions<'a> {
     pub close_reason: Option<u16>,
 }
 
+/// UDP payload that any IPv4 path carries: 576 - 20 (IP) - 8 (UDP), libtorrent's floor.
+pub(crate) const IPV4_FLOOR: usize = 548;
+/// UDP payload that any IPv6 path carries: 1280 - 40 - 8.
+pub(crate) const IPV6_FLOOR: usize = 1232;
+/// Largest UDP payload on a 1500-byte IPv4 link: 1500 - 20 - 8.
+pub(crate) const IPV4_ETHERNET: usize = 1472;
+/// Largest UDP payload on a 1500-byte IPv6 link: 1500 - 40 - 8.
+pub(crate) const IPV6_ETHERNET: usize = 1452;
+
 /// Largest SACK body we emit: a multiple of 4 that fits the one-byte length.
 const MAX_SACK_LEN: usize = 252;
 
