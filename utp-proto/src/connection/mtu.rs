@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::packet::HEADER_LEN;
 #[cfg(test)]
-use crate::packet::{IPV4_ETHERNET, IPV4_FLOOR, IPV6_ETHERNET, IPV6_FLOOR};
+use crate::packet::{IPV4_ETHERNET, IPV4_FLOOR, IPV6_FLOOR};
 use crate::seq::SeqNr;
 
 /// The search stops when floor and ceiling are this close (libutp stops at 16).
