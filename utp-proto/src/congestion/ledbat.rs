@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::delay::{DelayConfig, DelayEstimator};
-use super::{AckEvent, CongestionEvent, Controller, ControllerFactory};
+use super::{AckEvent, CongestionEvent, Controller, ControllerFactory, step_per_rtt};
 
 /// Settings for [`Ledbat`]; also its [`ControllerFactory`].
 ///
@@ -307,17 +307,12 @@ impl Ledbat {
     fn congestion_avoidance(&mut self, ack: &AckEvent, queuing: Duration) {
         let target = self.config.target.as_secs_f64();
         let off_target = ((target - queuing.as_secs_f64()) / target).min(1.0);
-        let acked = ack.bytes_acked as f64;
-        let mut delta = self.config.gain * off_target * acked * self.mss as f64 / self.cwnd;
-        if delta > 0.0 && !ack.cwnd_limited {
-            delta = 0.0;
-        }
+        let mut per_rtt = self.config.gain * off_target * self.mss as f64;
         if off_target < 0.0 {
             // Multiplicative term: `decrease · W · (delay/target − 1)` per RTT.
-            delta += self.config.decrease * off_target * acked;
+            per_rtt += self.config.decrease * off_target * self.cwnd;
         }
-        delta = delta.max(-acked / 2.0);
-        self.cwnd = (self.cwnd + delta).max(self.min_window());
+        self.cwnd = step_per_rtt(self.cwnd, per_rtt, ack, self.min_window()).max(self.min_window());
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::delay::{DelayConfig, DelayEstimator};
 use super::ledbat::{BurstLimit, SmoothedRtt};
-use super::{AckEvent, CongestionEvent, Controller, ControllerFactory};
+use super::{AckEvent, CongestionEvent, Controller, ControllerFactory, step_per_rtt};
 
 /// Settings for [`LedbatPlusPlus`]; also its [`ControllerFactory`].
 #[derive(Clone, Copy, Debug)]
@@ -344,20 +344,13 @@ impl Controller for LedbatPlusPlus {
         };
         let target = self.config.target.as_secs_f64();
         let q = queuing.as_secs_f64();
-        if q <= target {
-            if ack.cwnd_limited {
-                self.cwnd += gain * self.mss as f64 * acked / self.cwnd;
-            }
-        } else {
-            // W += max(GAIN − W · (delay/target − 1), −W/2) per RTT, spread over the ACKs
-            // of one window.
-            let per_rtt =
-                (gain * self.mss as f64 - self.cwnd * (q / target - 1.0)).max(-self.cwnd / 2.0);
-            let delta = per_rtt * acked / self.cwnd;
-            if delta < 0.0 || ack.cwnd_limited {
-                self.cwnd = (self.cwnd + delta).max(self.min_window());
-            }
+        // W += GAIN per RTT below the target; above it max(GAIN − W · (delay/target − 1),
+        // −W/2).
+        let mut per_rtt = gain * self.mss as f64;
+        if q > target {
+            per_rtt -= self.cwnd * (q / target - 1.0);
         }
+        self.cwnd = step_per_rtt(self.cwnd, per_rtt, ack, self.min_window());
     }
 
     fn on_congestion_event(&mut self, now: Instant, event: CongestionEvent) {

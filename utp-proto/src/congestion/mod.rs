@@ -104,3 +104,19 @@ pub enum CongestionEvent {
     /// threshold (RFC 5681 §4.1, RFC 2861).
     IdleRestart,
 }
+
+/// The window after an ACK, for a controller that changes it by `per_rtt` bytes per round
+/// trip: the change is spread over the ACKs of one window (`per_rtt · acked / cwnd`), a
+/// decrease is capped at half the window per round trip, growth happens only while the window
+/// limits sending, and the window never drops below `min_window`. LEDBAT's
+/// `GAIN · off_target · MSS` (RFC 6817 §2.4.2) and LEDBAT++'s multiplicative decrease are
+/// both such a `per_rtt`.
+pub(crate) fn step_per_rtt(cwnd: f64, per_rtt: f64, ack: &AckEvent, min_window: f64) -> f64 {
+    let per_rtt = per_rtt.max(-cwnd / 2.0);
+    let delta = per_rtt * ack.bytes_acked as f64 / cwnd;
+    if delta < 0.0 || ack.cwnd_limited {
+        (cwnd + delta).max(min_window)
+    } else {
+        cwnd
+    }
+}
