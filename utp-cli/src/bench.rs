@@ -4,14 +4,13 @@
 //! Both ends run in this process on one tokio runtime, for every transport alike, so the CPU
 //! figure (process CPU seconds per GB moved) covers sender and receiver.
 
-use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use cpu_time::ProcessTime;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,10 +19,9 @@ use utp_tokio::{SocketConfig, UtpSocket};
 
 use crate::controller::Controller;
 
-/// Loopback benchmark: uTP beside TCP and raw UDP, measured in the same run.
-#[derive(Debug, Parser)]
-#[command(name = "utp bench", version)]
-struct Args {
+/// `utp bench` options (the subcommand's help text is on `Command::Bench` in `main.rs`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Bytes to move per transport, in MiB.
     #[arg(long, default_value_t = 256)]
     size: u64,
@@ -52,9 +50,6 @@ struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Debug logging on stderr (-dd for trace).
-    #[arg(short = 'd', action = clap::ArgAction::Count)]
-    debug: u8,
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
@@ -89,11 +84,7 @@ impl Measure {
     }
 }
 
-pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
-    let Some(args) = crate::parse_args::<Args>(args)? else {
-        return Ok(());
-    };
-    crate::init_logging(args.debug);
+pub(crate) fn main(args: Args) -> io::Result<()> {
     if args.streams == 0 || args.size == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -130,8 +121,12 @@ fn socket_config(args: &Args) -> SocketConfig {
 async fn run(args: &Args) -> io::Result<()> {
     let bytes = args.size << 20;
     println!(
-        "loopback, {} MiB, {} stream(s), runtime {:?}, controller {:?}, socket buffers {} KiB",
-        args.size, args.streams, args.runtime, args.controller, args.socket_buffer_kib
+        "loopback, {} MiB, {} stream(s), runtime {}, controller {}, socket buffers {} KiB",
+        args.size,
+        args.streams,
+        crate::cli_name(&args.runtime),
+        args.controller.name(),
+        args.socket_buffer_kib
     );
     let utp = match args.runtime {
         Runtime::Tokio => utp_transfer(args, bytes).await?,
@@ -164,8 +159,8 @@ async fn run(args: &Args) -> io::Result<()> {
         let json = serde_json::json!({
             "size_mib": args.size,
             "streams": args.streams,
-            "runtime": format!("{:?}", args.runtime).to_lowercase(),
-            "controller": format!("{:?}", args.controller).to_lowercase(),
+            "runtime": crate::cli_name(&args.runtime),
+            "controller": args.controller.name(),
             "utp_mbps": utp.mbps(),
             "tcp_mbps": tcp.mbps(),
             "udp_mbps": udp.mbps(),
@@ -188,7 +183,7 @@ fn progress(args: &Args, label: &str, total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            "{msg:8} [{bar:40}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),

@@ -1,24 +1,19 @@
 //! Netcat mode: stdin to the peer, the peer to stdout.
 
-use std::ffi::OsString;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
-use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_tokio::{SocketConfig, UtpSocket, UtpStream};
 
-/// Send stdin to a uTP peer and write what it sends to stdout (libutp `ucat` flags).
-#[derive(Debug, Parser)]
-#[command(
-    name = "utp",
-    version,
-    about = "netcat for the Micro Transport Protocol (uTP, BEP 29)",
-    after_help = "Connect: utp [options] HOST PORT\nListen:  utp [options] -l -p PORT\nBenchmark: utp bench --help"
-)]
-struct Args {
+use crate::controller::Controller;
+
+/// Netcat options: libutp `ucat`'s short flags, then this implementation's long ones.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Listen for one incoming connection instead of connecting.
-    #[arg(short = 'l')]
+    #[arg(short = 'l', requires = "local_port")]
     listen: bool,
     /// Local port to bind (required with -l, where 0 picks a free one and prints it as
     /// `listening on ADDR:PORT` on stderr; default: any).
@@ -33,20 +28,47 @@ struct Args {
     /// Numeric addresses only: no name resolution.
     #[arg(short = 'n')]
     numeric: bool,
-    /// Debug logging on stderr (-dd for trace).
-    #[arg(short = 'd', action = clap::ArgAction::Count)]
-    debug: u8,
+    /// Congestion controller for what this side sends.
+    #[arg(long, value_enum, default_value_t = Controller::Ledbat)]
+    controller: Controller,
+    /// Largest uTP packet (UDP payload) in bytes; default what a 1500-byte link carries.
+    #[arg(long, value_name = "BYTES")]
+    packet_size: Option<usize>,
+    /// Kernel socket buffers (SO_RCVBUF and SO_SNDBUF) in KiB; default 4096 to receive,
+    /// 1024 to send.
+    #[arg(long, value_name = "KIB")]
+    socket_buffer_kib: Option<usize>,
+    /// Send with IP don't-fragment and let uTP's path MTU discovery pick packet sizes
+    /// (Linux only), as the LEDBAT testbed's sender does.
+    #[arg(long)]
+    dont_fragment: bool,
     /// Destination host (connect mode).
+    #[arg(required_unless_present = "listen")]
     host: Option<String>,
     /// Destination port (connect mode).
+    #[arg(required_unless_present = "listen")]
     port: Option<u16>,
 }
 
-pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
-    let Some(args) = crate::parse_args::<Args>(args)? else {
-        return Ok(());
-    };
-    crate::init_logging(args.debug);
+impl Args {
+    /// Whether any netcat option or operand is on the command line (then no subcommand may
+    /// follow). The defaulted `--controller` counts only when it is not the default.
+    pub(crate) fn any_given(&self) -> bool {
+        self.listen
+            || self.local_port.is_some()
+            || self.source.is_some()
+            || self.buffer.is_some()
+            || self.numeric
+            || self.controller != Controller::Ledbat
+            || self.packet_size.is_some()
+            || self.socket_buffer_kib.is_some()
+            || self.dont_fragment
+            || self.host.is_some()
+            || self.port.is_some()
+    }
+}
+
+pub(crate) fn main(args: Args) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,28 +80,40 @@ pub(crate) fn main(args: impl IntoIterator<Item = OsString>) -> io::Result<()> {
     result
 }
 
-async fn run(args: Args) -> io::Result<()> {
+fn socket_config(args: &Args) -> SocketConfig {
     let mut config = SocketConfig::default();
-    if let Some(b) = args.buffer {
-        config.connection_mut().receive_window(b);
+    if let Some(kib) = args.socket_buffer_kib {
+        config
+            .recv_buffer_size(Some(kib * 1024))
+            .send_buffer_size(Some(kib * 1024));
     }
+    config.dont_fragment(args.dont_fragment);
+    let connection = config.connection_mut();
+    if let Some(b) = args.buffer {
+        connection.receive_window(b);
+    }
+    if let Some(p) = args.packet_size {
+        connection.packet_size(p);
+    }
+    connection.controller(args.controller.factory());
+    config
+}
+
+async fn run(args: Args) -> io::Result<()> {
+    let config = socket_config(&args);
     let (socket, stream) = if args.listen {
-        let port = args
-            .local_port
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "-l needs -p PORT"))?;
+        // clap requires -p with -l.
+        let port = args.local_port.unwrap_or_default();
         let ip = args.source.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let socket = bind(SocketAddr::new(ip, port), config).await?;
         // For scripts (and for `-p 0`): one line on stderr, `listening on ADDR:PORT`.
         eprintln!("listening on {}", socket.local_addr()?);
-        let (stream, peer) = socket.accept().await?;
-        tracing::info!(%peer, "accepted");
+        let (stream, _) = socket.accept().await?;
         (socket, stream)
     } else {
         let (Some(host), Some(port)) = (args.host.as_deref(), args.port) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "usage: utp [options] HOST PORT, or utp -l -p PORT (see --help)",
-            ));
+            // clap requires HOST and PORT without -l.
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no HOST PORT"));
         };
         let remote = resolve(host, port, args.numeric)?;
         let ip = args.source.unwrap_or(if remote.is_ipv6() {
@@ -95,7 +129,26 @@ async fn run(args: Args) -> io::Result<()> {
         (socket, stream)
     };
     let peer = stream.peer_addr()?;
-    pump(stream).await?;
+    tracing::info!(
+        local = %stream.local_addr()?,
+        %peer,
+        controller = args.controller.name(),
+        packet_size = stream.stats().map(|s| s.packet_size),
+        "connected"
+    );
+    let started = tokio::time::Instant::now();
+    tokio::select! {
+        result = pump(stream) => result?,
+        () = trace_socket_stats(&socket) => {}
+    }
+    let s = socket.stats();
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        datagrams_sent = s.datagrams_sent,
+        datagrams_received = s.datagrams_received,
+        icmp_errors = s.endpoint.icmp_errors,
+        "both directions done"
+    );
     // The driver is a task of this process's runtime: finish the close handshake (our ACK
     // of the peer's FIN) before returning, or it dies with the process.
     let report = socket.shutdown_gracefully(LINGER).await?;
@@ -109,11 +162,35 @@ async fn run(args: Args) -> io::Result<()> {
 }
 
 /// Longest wait for the close handshake after both directions finished.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+const LINGER: Duration = Duration::from_secs(10);
+
+/// With `-dd`: the socket's packet counters once a second (never returns).
+async fn trace_socket_stats(socket: &UtpSocket) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return std::future::pending().await;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let s = socket.stats();
+        tracing::trace!(
+            datagrams_sent = s.datagrams_sent,
+            datagrams_received = s.datagrams_received,
+            send_would_block = s.send_would_block,
+            send_errors = s.send_errors,
+            resets_sent = s.endpoint.resets_sent,
+            malformed = s.endpoint.malformed,
+            "socket"
+        );
+    }
+}
 
 async fn bind(addr: SocketAddr, config: SocketConfig) -> io::Result<UtpSocket> {
-    UtpSocket::bind_with_config(addr, config)
-        .await
+    // A plain bind, then `from_std` applies `config` once (`bind_with_config` would size the
+    // buffers twice and log it twice).
+    std::net::UdpSocket::bind(addr)
+        .and_then(|socket| UtpSocket::from_std(socket, config))
         .map_err(|e| {
             let what = match e.kind() {
                 io::ErrorKind::AddrInUse => "address already in use",

@@ -17,34 +17,31 @@ mod report;
 mod send;
 mod sink;
 
-use std::ffi::OsString;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::Subcommand;
 
-/// The hidden subcommands, by the name that selects them.
-pub(crate) const COMMANDS: [&str; 3] = ["testbed-sink", "testbed-send", "testbed-report"];
-
-/// Run hidden subcommand `command` (one of [`COMMANDS`]) with `args` (program name first).
-pub(crate) fn main(command: &str, args: Vec<OsString>) -> io::Result<()> {
-    match command {
-        "testbed-sink" => sink::main(parse(args)?),
-        "testbed-send" => send::main(parse(args)?),
-        "testbed-report" => report::main(parse(args)?),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("unknown command {command}"),
-        )),
-    }
+/// The hidden subcommands (flattened into `utp`'s own, hidden from its `--help`).
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Receive uTP and TCP flows and print bytes per interval as JSON lines.
+    #[command(name = "testbed-sink", hide = true)]
+    Sink(sink::Args),
+    /// Send one bulk uTP or TCP flow for a fixed time, printing JSON lines.
+    #[command(name = "testbed-send", hide = true)]
+    Send(send::Args),
+    /// Summarise testbed scenario directories as a table.
+    #[command(name = "testbed-report", hide = true)]
+    Report(report::Args),
 }
 
-/// Parse clap arguments the way the rest of the binary does: usage errors become one
-/// `InvalidInput` line, `--help` prints and exits cleanly.
-fn parse<A: Parser>(args: Vec<OsString>) -> io::Result<A> {
-    match crate::parse_args::<A>(args)? {
-        Some(a) => Ok(a),
-        None => std::process::exit(0),
+/// Run a hidden subcommand.
+pub(crate) fn main(command: Command) -> io::Result<()> {
+    match command {
+        Command::Sink(args) => sink::main(args),
+        Command::Send(args) => send::main(args),
+        Command::Report(args) => report::main(args),
     }
 }
 

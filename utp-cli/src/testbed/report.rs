@@ -23,14 +23,11 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-
 use crate::controller::Controller;
 
 /// Summarise testbed scenario directories as a table (testbed tool).
-#[derive(Debug, Parser)]
-#[command(name = "utp testbed-report")]
-pub(super) struct Args {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// The controller the table is about (its target decides the verdicts).
     #[arg(long, value_enum)]
     controller: Controller,

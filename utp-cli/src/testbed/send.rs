@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser};
+use clap::ArgGroup;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -27,12 +27,9 @@ use super::{parse_duration, unix_ms};
 use crate::controller::Controller;
 
 /// Send one bulk uTP or TCP flow for a fixed time, printing JSON lines (testbed tool).
-#[derive(Debug, Parser)]
-#[command(
-    name = "utp testbed-send",
-    group(ArgGroup::new("transport").required(true).args(["utp", "tcp"]))
-)]
-pub(super) struct Args {
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("transport").required(true).args(["utp", "tcp"])))]
+pub(crate) struct Args {
     /// The sink's address.
     #[arg(long)]
     to: SocketAddr,
@@ -55,13 +52,9 @@ pub(super) struct Args {
     /// Time between report lines.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     report_interval: Duration,
-    /// Debug logging on stderr (-dd for trace).
-    #[arg(short = 'd', action = clap::ArgAction::Count)]
-    debug: u8,
 }
 
 pub(super) fn main(args: Args) -> io::Result<()> {
-    crate::init_logging(args.debug);
     if args.report_interval.is_zero() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -28,9 +27,8 @@ use utp_tokio::{SocketConfig, UtpSocket};
 use super::{parse_duration, unix_ms};
 
 /// Receive uTP and TCP flows and print bytes per interval as JSON lines (testbed tool).
-#[derive(Debug, Parser)]
-#[command(name = "utp testbed-sink")]
-pub(super) struct Args {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Address to listen on, for uTP (UDP) and TCP alike.
     #[arg(long)]
     listen: SocketAddr,
@@ -40,13 +38,9 @@ pub(super) struct Args {
     /// Time between report lines.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     report_interval: Duration,
-    /// Debug logging on stderr (-dd for trace).
-    #[arg(short = 'd', action = clap::ArgAction::Count)]
-    debug: u8,
 }
 
 pub(super) fn main(args: Args) -> io::Result<()> {
-    crate::init_logging(args.debug);
     if args.report_interval.is_zero() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

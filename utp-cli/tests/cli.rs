@@ -1,0 +1,152 @@
+//! The `utp` command line as scripts see it: which subcommand an argument list selects, the
+//! exit status of each way to fail, one `utp: error:` prefix, and logs without colour codes
+//! when stderr is a pipe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+const UTP: &str = env!("CARGO_BIN_EXE_utp");
+
+fn utp(args: &[&str]) -> Output {
+    Command::new(UTP)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run utp")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A loopback UDP port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("addr").port()
+}
+
+#[test]
+fn debug_flag_before_bench_selects_bench() {
+    let out = utp(&["-d", "bench", "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: utp bench"), "{help}");
+    assert!(help.contains("--controller"), "{help}");
+}
+
+#[test]
+fn help_lists_bench_and_exit_codes_but_not_the_testbed_tools() {
+    let out = utp(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "bench",
+        "HOST PORT",
+        "-l -p PORT",
+        "--controller",
+        "Exit status",
+    ] {
+        assert!(help.contains(text), "{text:?} missing: {help}");
+    }
+    assert!(!help.contains("testbed-"), "{help}");
+}
+
+#[test]
+fn refused_connection_exits_3() {
+    let port = closed_port().to_string();
+    let out = utp(&["127.0.0.1", &port]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("utp: error: "), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_prefix() {
+    for args in [
+        &[][..],
+        &["-l"],
+        &["127.0.0.1"],
+        &["--controller", "cubic", "127.0.0.1", "4000"],
+        &["127.0.0.1", "not-a-port"],
+        &["-l", "-p", "4000", "bench"],
+        &["bench", "--no-such-option"],
+    ] {
+        let out = utp(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("utp: error: "), "{args:?}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn debug_log_into_a_pipe_has_no_colour_and_no_repeated_line() {
+    let port = closed_port().to_string();
+    let out = utp(&["-d", "127.0.0.1", &port]);
+    let err = stderr(&out);
+    assert!(err.contains("DEBUG"), "-d logs at debug: {err}");
+    assert!(!err.contains('\x1b'), "ANSI escape in a pipe: {err:?}");
+    // Each line without its timestamp: none may appear twice.
+    let mut lines: Vec<_> = err
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect();
+    let all = lines.len();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), all, "a line logged twice: {err}");
+}
+
+#[test]
+fn netcat_with_ledbat_plus_plus_moves_bytes() {
+    let mut listener = Command::new(UTP)
+        .args([
+            "--controller",
+            "ledbat++",
+            "-l",
+            "-p",
+            "0",
+            "-s",
+            "127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn listener");
+    let mut lines = BufReader::new(listener.stderr.take().expect("stderr")).lines();
+    let port = loop {
+        let line = lines.next().expect("listening line").expect("utf-8");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.rsplit(':').next().expect("port").to_string();
+        }
+    };
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let mut sender = Command::new(UTP)
+        .args([
+            "--controller",
+            "ledbat++",
+            "--packet-size",
+            "1000",
+            "127.0.0.1",
+            &port,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sender");
+    sender
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&payload)
+        .expect("write");
+    let sent = sender.wait_with_output().expect("sender");
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let got = listener.wait_with_output().expect("listener");
+    assert!(got.status.success());
+    assert_eq!(got.stdout.len(), payload.len());
+    assert!(got.stdout == payload);
+}
