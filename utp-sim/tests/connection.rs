@@ -1380,3 +1380,37 @@ fn five_thousand_staggered_connects_all_get_in_with_bounded_state() {
     assert_eq!(usage.connections, 5_000);
     assert_eq!(usage.unverified_connections, 0);
 }
+
+#[test]
+fn last_fin_lost_after_the_peers_fin_was_acked_is_resent() {
+    init_tracing();
+    // The client finishes first; the server keeps sending, so its data acknowledges the
+    // client's FIN long before its own FIN. A peer like libutp then waits for that FIN in
+    // silence: when it is lost it must be resent, not left to a keepalive 10 s later.
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 28);
+    let mut dropped = false;
+    pair.set_filter(move |dir, _, bytes| {
+        if dir == Direction::ServerToClient
+            && !dropped
+            && packet_type(bytes) == Some(PacketType::Fin)
+        {
+            dropped = true;
+            return Verdict::Drop;
+        }
+        Verdict::Pass
+    });
+    let server = AppConfig {
+        finish_after_peer: true,
+        ..AppConfig::bulk(2 << 20)
+    };
+    pair.start_transfer(AppConfig::bulk(10_000), server);
+    pair.drive_bounded(1_000_000).expect("no livelock");
+    assert_transfer_complete(&pair);
+    let s = pair.server.app.final_stats.clone().expect("stats");
+    assert!(s.retransmits >= 1, "{s:?}");
+    assert!(
+        pair.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        pair.elapsed()
+    );
+}

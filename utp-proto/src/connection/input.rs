@@ -216,6 +216,7 @@ impl Connection {
             // own FIN in time to carry that acknowledgement, and libtorrent, which frees its
             // socket as soon as its FIN is acknowledged, still hears our FIN (PROTOCOL §2.2).
             self.peer_finished_signalled = true;
+            self.fin_ack_grace = true;
             if self.state != State::SynReceived {
                 self.events.push_back(Event::PeerFinished);
                 self.signal_readable();

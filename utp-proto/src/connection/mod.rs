@@ -125,6 +125,15 @@ pub(crate) struct Connection {
     /// as the end without waiting for its acknowledgement: a packet from the peer is
     /// answered with that FIN again.
     fin_unconfirmed: bool,
+    /// The peer's FIN just arrived: its acknowledgement waits the delayed-ACK time, so the
+    /// application's own FIN, if it closes at once, carries it.
+    fin_ack_grace: bool,
+    /// A packet acknowledging the peer's FIN went out.
+    peer_fin_acked: bool,
+    /// Our FIN went out after the peer's FIN was already acknowledged: the peer may be
+    /// waiting for it in silence, so it is resent this many more times before the close
+    /// counts as done.
+    final_fin_retries: Option<u32>,
     /// Packets that arrived after the connection ended and were not re-acknowledged.
     closed_packets: u64,
     events: VecDeque<Event>,
@@ -284,6 +293,9 @@ impl Connection {
             write_blocked: false,
             both_finished: false,
             fin_unconfirmed: false,
+            fin_ack_grace: false,
+            peer_fin_acked: false,
+            final_fin_retries: None,
             closed_packets: 0,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -732,6 +744,21 @@ impl Connection {
                 }
                 self.consecutive_timeouts += 1;
                 self.stats.timeouts += 1;
+                if let Some(left) = self.final_fin_retries
+                    && self.recv.fin_reached()
+                    && self.only_fin_outstanding()
+                {
+                    if left == 0 {
+                        // Resent and still unanswered: the peer freed its socket once its
+                        // own FIN was acknowledged, as libtorrent does. Every byte arrived.
+                        debug!(remote = %self.remote, "final FIN unanswered: closed");
+                        self.fin_unconfirmed = true;
+                        self.set_fin_acked();
+                        self.check_finished(now);
+                        return;
+                    }
+                    self.final_fin_retries = Some(left - 1);
+                }
                 if self.consecutive_timeouts > self.config.max_retransmits
                     && self.recv.fin_reached()
                     && self.only_fin_outstanding()

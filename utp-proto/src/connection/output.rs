@@ -94,10 +94,10 @@ impl Connection {
     }
 
     pub(super) fn ack_due(&mut self, now: Instant) -> bool {
-        if self.ack_now || self.unacked_packets >= 2 {
+        if self.ack_now || (self.unacked_packets >= 2 && !self.fin_ack_grace) {
             return true;
         }
-        if self.unacked_packets == 1 && self.timers.get(Timer::Ack).is_none() {
+        if self.unacked_packets >= 1 && self.timers.get(Timer::Ack).is_none() {
             self.timers.set(Timer::Ack, now + self.config.delayed_ack);
         }
         false
@@ -197,17 +197,25 @@ impl Connection {
                 self.arm_retransmit(now);
                 self.cc.on_sent(now, 0, self.send.in_flight_bytes());
                 debug!(remote = %self.remote, %seq, "sending FIN");
+                let peer_waits = self.peer_fin_acked;
                 let t = self.transmit_record(now, seq, Kind::Fin, buf);
                 if self.recv.fin_reached() && self.send.outstanding() == 1 {
-                    // The peer finished and holds every byte we sent: this FIN ends the
-                    // connection as it leaves. libutp and libtorrent free their socket the
-                    // moment their own FIN is acknowledged (UI:2178-2183; LS:3176-3201), so
-                    // they never acknowledge ours, and a retransmission would draw only a
-                    // reset or silence. A peer that is still waiting for it (ours, after a
-                    // lost FIN) gets it again in answer to its next packet, from TIME-WAIT.
-                    self.fin_unconfirmed = true;
-                    self.set_fin_acked();
-                    self.check_finished(now);
+                    // The peer finished and holds every byte we sent. libutp and libtorrent
+                    // free their socket the moment their own FIN is acknowledged
+                    // (UI:2178-2183; LS:3176-3201), so they never acknowledge ours, and a
+                    // retransmission draws only a reset or silence.
+                    if peer_waits {
+                        // Its FIN was acknowledged before: a peer still there waits for
+                        // ours in silence, so a lost FIN must be resent. Once, then done.
+                        self.final_fin_retries = Some(1);
+                    } else {
+                        // This FIN carries the first acknowledgement of the peer's: if it is
+                        // lost, the peer resends its FIN and gets ours again in answer (also
+                        // from TIME-WAIT). It ends the connection as it leaves.
+                        self.fin_unconfirmed = true;
+                        self.set_fin_acked();
+                        self.check_finished(now);
+                    }
                 }
                 return Some(t);
             }
@@ -380,6 +388,8 @@ impl Connection {
 
     /// Every packet but SYN and RST carries our `ack_nr` and window.
     pub(super) fn after_ack_carried(&mut self) {
+        self.peer_fin_acked |= self.recv.fin_reached();
+        self.fin_ack_grace = false;
         self.unacked_packets = 0;
         self.ack_now = false;
         self.send_keepalive = false;
