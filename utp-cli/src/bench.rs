@@ -44,9 +44,24 @@ pub(crate) struct Args {
     /// report memory per connection.
     #[arg(long)]
     connections: Option<usize>,
+    /// Run uTP and TCP this many times, interleaved, and report min/median/max of each;
+    /// the ratio to TCP is taken from the medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// The path users take: two `utp` processes (`utp -l -p 0 > file`, `utp 127.0.0.1 PORT
+    /// < file`) beside a TCP netcat of the same shape, CPU of both processes counted.
+    #[arg(long)]
+    netcat: bool,
+    /// With --netcat: the `utp` binary to run (default: this one). Repeat the flag to compare
+    /// builds in the same run, interleaved.
+    #[arg(long = "bin", value_name = "PATH")]
+    bins: Vec<std::path::PathBuf>,
     /// Print one JSON object as the last line (utp_mbps, tcp_mbps, udp_mbps, ratio_to_tcp).
     #[arg(long)]
     json: bool,
+    /// Hidden: the TCP netcat the --netcat scenario runs (`-l` or `HOST:PORT`).
+    #[arg(long, hide = true, value_name = "ADDR")]
+    tcp_netcat: Option<String>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -85,10 +100,16 @@ impl Measure {
 }
 
 pub(crate) fn main(args: Args) -> io::Result<()> {
-    if args.streams == 0 || args.size == 0 {
+    if let Some(addr) = &args.tcp_netcat {
+        return tcp_netcat(addr);
+    }
+    if args.netcat {
+        return netcat_bench(&args);
+    }
+    if args.streams == 0 || args.size == 0 || args.repeat == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "--size and --streams must be positive",
+            "--size, --streams and --repeat must be positive",
         ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -121,37 +142,45 @@ fn socket_config(args: &Args) -> SocketConfig {
 async fn run(args: &Args) -> io::Result<()> {
     let bytes = args.size << 20;
     println!(
-        "loopback, {} MiB, {} stream(s), runtime {}, controller {}, socket buffers {} KiB",
+        "loopback, {} MiB, {} stream(s), runtime {}, controller {}, socket buffers {} KiB, {} round(s)",
         args.size,
         args.streams,
         crate::cli_name(&args.runtime),
         args.controller.name(),
-        args.socket_buffer_kib
+        args.socket_buffer_kib,
+        args.repeat
     );
-    let utp = match args.runtime {
-        Runtime::Tokio => utp_transfer(args, bytes).await?,
-        other => threaded_utp_transfer(args, bytes, other).await?,
-    };
-    let tcp = tcp_transfer(args, bytes).await?;
+    // Interleaved, so a slow spell of the machine hits both transports alike.
+    let (mut utp, mut tcp) = (Vec::new(), Vec::new());
+    for _ in 0..args.repeat {
+        utp.push(match args.runtime {
+            Runtime::Tokio => utp_transfer(args, bytes).await?,
+            other => threaded_utp_transfer(args, bytes, other).await?,
+        });
+        tcp.push(tcp_transfer(args, bytes).await?);
+    }
     let udp = udp_blast(args, bytes).await?;
-    let ratio = utp.mbps() / tcp.mbps();
+    let (utp, tcp) = (Summary::new(&utp), Summary::new(&tcp));
+    let udp_summary = Summary::new(std::slice::from_ref(&udp));
+    let ratio = utp.mbps.median / tcp.mbps.median;
 
     println!();
     println!(
-        "{:<10} {:>10} {:>12} {:>12} {:>12}",
-        "transport", "MB/s", "ratio to TCP", "CPU s/GB", "retransmits"
+        "{:<10} {:>10} {:>21} {:>12} {:>12} {:>12}",
+        "transport", "MB/s", "min-max", "ratio to TCP", "CPU s/GB", "retransmits"
     );
-    for (name, m) in [("uTP", &utp), ("TCP", &tcp), ("raw UDP", &udp)] {
-        let retrans = match (m.retransmits, m.datagrams) {
+    for (name, m) in [("uTP", &utp), ("TCP", &tcp), ("raw UDP", &udp_summary)] {
+        let retrans = match (m.retransmits, udp.datagrams) {
             (Some(r), _) => r.to_string(),
-            (None, Some((sent, got))) => format!("{} lost", sent - got),
+            (None, Some((sent, got))) if name == "raw UDP" => format!("{} lost", sent - got),
             _ => "-".into(),
         };
         println!(
-            "{name:<10} {:>10.1} {:>12.2} {:>12.2} {:>12}",
-            m.mbps(),
-            m.mbps() / tcp.mbps(),
-            m.cpu_per_gb(),
+            "{name:<10} {:>10.1} {:>21} {:>12.2} {:>12.2} {:>12}",
+            m.mbps.median,
+            format!("{:.1}-{:.1}", m.mbps.min, m.mbps.max),
+            m.mbps.median / tcp.mbps.median,
+            m.cpu.median,
             retrans
         );
     }
@@ -159,21 +188,81 @@ async fn run(args: &Args) -> io::Result<()> {
         let json = serde_json::json!({
             "size_mib": args.size,
             "streams": args.streams,
+            "rounds": args.repeat,
             "runtime": crate::cli_name(&args.runtime),
             "controller": args.controller.name(),
-            "utp_mbps": utp.mbps(),
-            "tcp_mbps": tcp.mbps(),
+            "utp_mbps": utp.mbps.median,
+            "tcp_mbps": tcp.mbps.median,
             "udp_mbps": udp.mbps(),
             "ratio_to_tcp": ratio,
-            "utp_cpu_s_per_gb": utp.cpu_per_gb(),
-            "tcp_cpu_s_per_gb": tcp.cpu_per_gb(),
+            "utp_cpu_s_per_gb": utp.cpu.median,
+            "tcp_cpu_s_per_gb": tcp.cpu.median,
             "udp_cpu_s_per_gb": udp.cpu_per_gb(),
             "utp_retransmits": utp.retransmits,
             "udp_datagrams_lost": udp.datagrams.map(|(s, g)| s - g),
+            "utp": utp.json(),
+            "tcp": tcp.json(),
         });
         println!("{json}");
     }
     Ok(())
+}
+
+/// Minimum, median and maximum of one figure over the rounds.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn new(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Self {
+            min: values[0],
+            median,
+            max: values[n - 1],
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "min": self.min, "median": self.median, "max": self.max })
+    }
+}
+
+/// One transport over all rounds: MB/s and CPU seconds per GB.
+struct Summary {
+    mbps: Spread,
+    cpu: Spread,
+    /// Summed over the rounds.
+    retransmits: Option<u64>,
+    rounds: Vec<(f64, f64)>,
+}
+
+impl Summary {
+    fn new(runs: &[Measure]) -> Self {
+        Self {
+            mbps: Spread::new(runs.iter().map(Measure::mbps).collect()),
+            cpu: Spread::new(runs.iter().map(Measure::cpu_per_gb).collect()),
+            retransmits: runs.iter().map(|m| m.retransmits).sum(),
+            rounds: runs.iter().map(|m| (m.mbps(), m.cpu_per_gb())).collect(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mbps": self.mbps.json(),
+            "cpu_s_per_gb": self.cpu.json(),
+            "rounds": self.rounds.iter().map(|&(mbps, cpu)| serde_json::json!({ "mbps": mbps, "cpu_s_per_gb": cpu })).collect::<Vec<_>>(),
+        })
+    }
 }
 
 fn progress(args: &Args, label: &str, total: u64) -> ProgressBar {
@@ -647,4 +736,295 @@ fn async_std_transfer(
         retransmits += stream.stats().map_or(0, |s| s.retransmits);
     }
     Ok((total, retransmits))
+}
+
+/// `--netcat`: the path users take, two processes and files. Each round runs every `--bin`
+/// (default: this binary) as `utp -l -p 0 > out` and `utp 127.0.0.1 PORT < in`, then this
+/// binary's TCP netcat of the same shape; the CPU time of both processes is counted.
+fn netcat_bench(args: &Args) -> io::Result<()> {
+    let this = std::env::current_exe()?;
+    let bins = if args.bins.is_empty() {
+        vec![this.clone()]
+    } else {
+        args.bins.clone()
+    };
+    let bytes = args.size << 20;
+    let dir = std::env::temp_dir().join(format!("utp-bench-netcat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| {
+        let input = dir.join("in");
+        let output = dir.join("out");
+        write_input(&input, bytes)?;
+        println!(
+            "netcat pattern over loopback, {} MiB, {} round(s): `utp -l -p 0 > file` and `utp 127.0.0.1 PORT < file`, beside a TCP netcat of the same shape",
+            args.size, args.repeat
+        );
+        io::Write::flush(&mut io::stdout())?;
+        let mut runs: Vec<Vec<Measure>> = vec![Vec::new(); bins.len() + 1];
+        for round in 0..args.repeat {
+            for (i, bin) in bins.iter().enumerate() {
+                let m = netcat_pair(
+                    bin,
+                    &["-l", "-p", "0"],
+                    |port| vec!["127.0.0.1".into(), port.to_string()],
+                    &input,
+                    &output,
+                    bytes,
+                )?;
+                if !args.quiet && !args.json {
+                    eprintln!(
+                        "round {round}: uTP {} {:.1} MB/s {:.2} CPU s/GB",
+                        bin.display(),
+                        m.mbps(),
+                        m.cpu_per_gb()
+                    );
+                }
+                runs[i].push(m);
+            }
+            let m = netcat_pair(
+                &this,
+                &["bench", "--tcp-netcat=-l"],
+                |port| vec!["bench".into(), format!("--tcp-netcat=127.0.0.1:{port}")],
+                &input,
+                &output,
+                bytes,
+            )?;
+            if !args.quiet && !args.json {
+                eprintln!(
+                    "round {round}: TCP {:.1} MB/s {:.2} CPU s/GB",
+                    m.mbps(),
+                    m.cpu_per_gb()
+                );
+            }
+            runs[bins.len()].push(m);
+        }
+        let summaries: Vec<Summary> = runs.iter().map(|r| Summary::new(r)).collect();
+        let tcp = &summaries[bins.len()];
+        println!();
+        println!(
+            "{:<10} {:>10} {:>21} {:>12} {:>12}  binary",
+            "transport", "MB/s", "min-max", "ratio to TCP", "CPU s/GB"
+        );
+        let mut json_utp = Vec::new();
+        for (i, s) in summaries.iter().enumerate() {
+            let (name, bin) = match bins.get(i) {
+                Some(b) => ("uTP", b.display().to_string()),
+                None => ("TCP", "-".into()),
+            };
+            println!(
+                "{name:<10} {:>10.1} {:>21} {:>12.2} {:>12.2}  {bin}",
+                s.mbps.median,
+                format!("{:.1}-{:.1}", s.mbps.min, s.mbps.max),
+                s.mbps.median / tcp.mbps.median,
+                s.cpu.median,
+            );
+            if i < bins.len() {
+                let mut j = s.json();
+                j["bin"] = bin.into();
+                j["ratio_to_tcp"] = (s.mbps.median / tcp.mbps.median).into();
+                json_utp.push(j);
+            }
+        }
+        if args.json {
+            let json = serde_json::json!({
+                "scenario": "netcat",
+                "size_mib": args.size,
+                "rounds": args.repeat,
+                "utp_mbps": summaries[0].mbps.median,
+                "tcp_mbps": tcp.mbps.median,
+                "ratio_to_tcp": summaries[0].mbps.median / tcp.mbps.median,
+                "utp_cpu_s_per_gb": summaries[0].cpu.median,
+                "tcp_cpu_s_per_gb": tcp.cpu.median,
+                "utp": json_utp,
+                "tcp": tcp.json(),
+            });
+            println!("{json}");
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A file of `bytes` pseudo-random bytes (xorshift; what matters is that it is not all
+/// one value).
+fn write_input(path: &std::path::Path, bytes: u64) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    file.flush()
+}
+
+/// Start the listener (`bin listen... > output`), read the port from its
+/// `listening on ADDR:PORT` line, run the sender (`bin connect(port)... < input`), and
+/// measure from the sender's start until both exited; CPU is both processes' user and
+/// system time, read from `/proc` before they are reaped.
+fn netcat_pair(
+    bin: &std::path::Path,
+    listen: &[&str],
+    connect: impl Fn(u16) -> Vec<String>,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    bytes: u64,
+) -> io::Result<Measure> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut receiver = Command::new(bin)
+        .args(listen)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(output)?)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = receiver.stderr.take().expect("stderr is piped");
+    let mut lines = io::BufReader::new(stderr);
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            let _ = receiver.wait();
+            return Err(io::Error::other(format!(
+                "{} exited before listening",
+                bin.display()
+            )));
+        }
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            break addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| io::Error::other(format!("no port in {line:?}")))?;
+        }
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    let drain_err = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = io::Read::read_to_string(&mut lines, &mut rest);
+        rest
+    });
+    let t0 = Instant::now();
+    let mut sender = Command::new(bin)
+        .args(connect(port))
+        .stdin(std::fs::File::open(input)?)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut done = [None, None];
+    while done.iter().any(Option::is_none) {
+        for (slot, pid) in done.iter_mut().zip([sender.id(), receiver.id()]) {
+            if slot.is_none() {
+                *slot = exited_cpu(pid)?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = t0.elapsed();
+    let cpu = done.into_iter().flatten().sum();
+    let (s, r) = (sender.wait()?, receiver.wait()?);
+    let err = drain_err.join().unwrap_or_default();
+    if !s.success() || !r.success() {
+        return Err(io::Error::other(format!(
+            "netcat pair failed: sender {s}, receiver {r}: {}",
+            err.trim()
+        )));
+    }
+    let got = std::fs::metadata(output)?.len();
+    if got != bytes || !same_contents(input, output)? {
+        return Err(io::Error::other(format!(
+            "netcat pair delivered {got} of {bytes} bytes, or different ones"
+        )));
+    }
+    Ok(Measure {
+        bytes,
+        elapsed,
+        cpu,
+        retransmits: None,
+        datagrams: None,
+    })
+}
+
+/// A child's user + system time once it has exited and before it is reaped (a zombie's
+/// `/proc/PID/stat` still holds them, threads included); `None` while it runs.
+fn exited_cpu(pid: u32) -> io::Result<Option<Duration>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state, then utime and stime as the 12th and 13th fields.
+    if fields.first() != Some(&"Z") {
+        return Ok(None);
+    }
+    let ticks: u64 = fields[11].parse().unwrap_or(0) + fields[12].parse().unwrap_or(0);
+    // USER_HZ is 100 on every Linux configuration that matters.
+    Ok(Some(Duration::from_millis(ticks * 10)))
+}
+
+fn same_contents(a: &std::path::Path, b: &std::path::Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(b.read(&mut y)? == 0);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// The TCP side of `--netcat`: `-l` listens on 127.0.0.1 (any port, printed as
+/// `listening on ADDR:PORT` on stderr like `utp -l -p 0`) for one connection; `HOST:PORT`
+/// connects. Then stdin goes to the peer (EOF half-closes) and the peer to stdout, with
+/// plain 128 KiB reads and writes on a thread per direction, as a simple netcat does.
+fn tcp_netcat(addr: &str) -> io::Result<()> {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let stream = if addr == "-l" {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        eprintln!("listening on {}", listener.local_addr()?);
+        listener.accept()?.0
+    } else {
+        TcpStream::connect(addr)?
+    };
+    let mut tx = stream.try_clone()?;
+    let upload = std::thread::spawn(move || {
+        copy_plain(&mut crate::netcat::stdin_file()?, &mut tx)?;
+        tx.shutdown(Shutdown::Write)
+    });
+    let mut rx = stream;
+    copy_plain(&mut rx, &mut crate::netcat::stdout_file()?)?;
+    upload
+        .join()
+        .map_err(|_| io::Error::other("upload panicked"))?
+}
+
+/// `read` and `write_all` with one 128 KiB buffer (no `sendfile` or `splice` shortcuts).
+fn copy_plain(from: &mut impl io::Read, to: &mut impl io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
