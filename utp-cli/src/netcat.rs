@@ -69,8 +69,10 @@ impl Args {
 }
 
 pub(crate) fn main(args: Args) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the socket's driver and the stream, so a write wakes the driver without
+    // a cross-thread hand-off; stdin and stdout have threads of their own (`pump`). #17:
+    // 256 MiB netcat, 2 cores: 4.8 -> 2.8 CPU s/GB, 2.5x fewer context switches.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(run(args));
