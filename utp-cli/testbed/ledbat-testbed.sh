@@ -32,6 +32,10 @@
 #   TESTBED_RATE_MBIT    bottleneck rate (20);  TESTBED_QUEUE_MS  its queue (250)
 #   TESTBED_OUT          where the raw data and tables go (default a new /tmp directory)
 #   TESTBED_CHECK=1      exit non-zero if the testbed broke (for CI)
+#   TESTBED_UTP_SENDER   what sends the uTP flow: "tool" (default: `utp testbed-send`, which
+#                        also logs cwnd and RTT each second) or "netcat" (the user's command,
+#                        `utp --controller CTL --dont-fragment RCV PORT < /dev/zero`, stopped
+#                        by `timeout`); the sink measures both alike
 #   UTP_BIN              the `utp` binary; default: cargo build --release -p utp-cli
 #   UTP_PROFILE          cargo profile when building it (release)
 set -euo pipefail
@@ -49,6 +53,8 @@ SCENARIOS=${TESTBED_SCENARIOS:-"utp-alone tcp-alone both utp-first tcp-first"}
 RATE_MBIT=${TESTBED_RATE_MBIT:-20}
 QUEUE_MS=${TESTBED_QUEUE_MS:-250}
 CHECK=${TESTBED_CHECK:-0}
+UTP_SENDER=${TESTBED_UTP_SENDER:-tool}
+case $UTP_SENDER in tool | netcat) ;; *) die "TESTBED_UTP_SENDER must be tool or netcat" ;; esac
 PROFILE=${UTP_PROFILE:-release}
 for v in DURATION LEAD SETTLE RATE_MBIT QUEUE_MS; do
     [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "TESTBED_$v must be a positive integer"
@@ -157,8 +163,17 @@ sample_tc() {
 # sender PROTO DURATION_S CONTROLLER LOGFILE: start one flow in the sender namespace.
 sender() {
     local proto=$1 secs=$2 ctl=$3 logfile=$4
-    ip netns exec "$NS_S" "$UTP" testbed-send --to "$RCV_IP:$PORT" "--$proto" --controller "$ctl" \
-        --tcp-congestion cubic --duration "${secs}s" >"$logfile" 2>"${logfile%.jsonl}.err" &
+    if [ "$proto" = utp ] && [ "$UTP_SENDER" = netcat ]; then
+        # Netcat mode as a user runs it; `timeout` ends it at the deadline (status 124).
+        echo "{\"event\":\"start\",\"proto\":\"utp\",\"sender\":\"netcat\",\"controller\":\"$ctl\",\"unix_ms\":$(now_ms)}" \
+            >"$logfile"
+        ip netns exec "$NS_S" timeout "${secs}s" "$UTP" --controller "$ctl" --dont-fragment \
+            "$RCV_IP" "$PORT" </dev/zero >/dev/null 2>"${logfile%.jsonl}.err" &
+    else
+        ip netns exec "$NS_S" "$UTP" testbed-send --to "$RCV_IP:$PORT" "--$proto" \
+            --controller "$ctl" --tcp-congestion cubic --duration "${secs}s" \
+            >"$logfile" 2>"${logfile%.jsonl}.err" &
+    fi
     SENDER_PIDS+=($!)
     PIDS+=($!)
 }
@@ -219,8 +234,11 @@ run_scenario() {
     local end_ms=$((start_ms + total * 1000))
     local pid
     for pid in "${SENDER_PIDS[@]}"; do
-        if ! wait "$pid"; then
-            BROKEN+=("$ctl/$name: a sender failed: $(cat "$dir"/*.err | tr '\n' ' ')")
+        local rc=0
+        wait "$pid" || rc=$?
+        # 124: `timeout` stopped a netcat sender at its deadline, as it should.
+        if [ "$rc" != 0 ] && { [ "$UTP_SENDER" != netcat ] || [ "$rc" != 124 ]; }; then
+            BROKEN+=("$ctl/$name: a sender failed ($rc): $(cat "$dir"/*.err | tr '\n' ' ')")
         fi
     done
     # ping stops by itself (-w) a second after the flows; the sink and sampler are stopped.
@@ -231,6 +249,7 @@ run_scenario() {
     cat >"$dir/meta" <<EOF
 scenario=$name
 controller=$ctl
+utp_sender=$UTP_SENDER
 utp=$utp
 tcp=$tcp
 start_ms=$start_ms
@@ -260,7 +279,8 @@ for ctl in $CONTROLLERS; do
 done
 
 echo
-echo "LEDBAT testbed: ${RATE_MBIT} Mbit/s tbf bottleneck, ${QUEUE_MS} ms queue, TCP cubic;" \
+echo "LEDBAT testbed: ${RATE_MBIT} Mbit/s tbf bottleneck, ${QUEUE_MS} ms queue, TCP cubic," \
+    "uTP sent by $([ "$UTP_SENDER" = netcat ] && echo 'netcat mode' || echo 'utp testbed-send');" \
     "${DURATION} s per scenario (${LEAD} s lead in utp-first/tcp-first, first ${SETTLE} s" \
     "after the last start left out); $((SECONDS - t0)) s in all; data in $OUT"
 rm -f "$OUT/results.jsonl"
