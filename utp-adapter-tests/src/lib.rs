@@ -37,8 +37,8 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
-use utp_io::{ShutdownReport, SocketConfig, SocketStats};
-use utp_proto::ConnectionStats;
+use utp_io::{ConnectionInfo, ShutdownReport, SocketConfig, SocketStats};
+use utp_proto::{ConnectionConfig, ConnectionStats};
 
 pub mod adapters;
 pub mod bench;
@@ -97,6 +97,20 @@ pub trait Adapter: 'static {
         socket: &Self::Socket,
         remote: SocketAddr,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Open a connection to `(host, port)`, resolving the name the adapter's way.
+    fn connect_host(
+        socket: &Self::Socket,
+        host: &'static str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Open a connection with its own settings.
+    fn connect_with(
+        socket: &Self::Socket,
+        remote: SocketAddr,
+        config: ConnectionConfig,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Every connection on the socket, with its stats.
+    fn connections(socket: &Self::Socket) -> Vec<ConnectionInfo>;
     /// Accept a connection.
     fn accept(
         socket: &Self::Socket,
@@ -117,6 +131,12 @@ pub trait Adapter: 'static {
     fn stream_stats(stream: &Self::Stream) -> Option<ConnectionStats>;
     /// Abort the connection.
     fn reset(stream: &Self::Stream);
+    /// Send `reason` with our FIN.
+    fn set_close_reason(stream: &Self::Stream, reason: u16);
+    /// The close reason the peer sent.
+    fn peer_close_reason(stream: &Self::Stream) -> Option<u16>;
+    /// The error that ended the connection.
+    fn take_error(stream: &Self::Stream) -> io::Result<Option<io::Error>>;
     /// FIN after everything written, then wait until the peer acknowledged all of it
     /// (`close`, or `close_gracefully` on futures-io).
     fn close_stream(stream: &Self::Stream) -> impl Future<Output = io::Result<()>> + Send;
@@ -337,6 +357,9 @@ macro_rules! suite {
             connect_to_invalid_addresses_is_invalid_input,
             peer_reset_then_read_and_write_fail,
             write_after_shutdown_is_broken_pipe,
+            config_and_capacity_errors_are_typed,
+            connect_by_name_with_config_and_list_connections,
+            close_reason_reaches_the_peer,
             accept_and_connect_after_close_fail,
             streams_outlive_a_dropped_socket,
             graceful_close_is_bounded_by_the_linger_time,

@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use utp_io::Error;
 use utp_proto::packet::{Header, OutgoingExtensions, Packet, PacketType};
+use utp_proto::{ConnectionConfig, ConnectionError};
 
 use crate::{
     Adapter, Reader, Relay, Writer, assert_same, config, eventually, pattern, read_to_end, run,
@@ -26,6 +28,14 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// `err` is reported as the error table on [`utp_io::Error`] says for `want`: that kind,
+/// and `want` inside.
+#[track_caller]
+fn assert_error(err: &std::io::Error, want: Error) {
+    assert_eq!(err.kind(), want.kind(), "{err}");
+    assert_eq!(Error::of(err), Some(&want), "{err}: {err:?}");
 }
 
 async fn bind<A: Adapter>(seed: u64) -> A::Socket {
@@ -381,18 +391,18 @@ pub fn connect_to_silent_port_times_out_per_config<A: Adapter>() {
         // A silent port times out per the config; a closed one draws ICMP port unreachable,
         // which Linux reports through the error queue: refused at once. Elsewhere, without
         // an error queue, it times out too.
-        let closed_kind = if cfg!(target_os = "linux") {
-            ErrorKind::ConnectionRefused
+        let closed_error = if cfg!(target_os = "linux") {
+            ConnectionError::Refused
         } else {
-            ErrorKind::TimedOut
+            ConnectionError::TimedOut
         };
-        for (target, kind) in [
-            (silent.local_addr().unwrap(), ErrorKind::TimedOut),
-            (closed, closed_kind),
+        for (target, want) in [
+            (silent.local_addr().unwrap(), ConnectionError::TimedOut),
+            (closed, closed_error),
         ] {
             let start = Instant::now();
             let err = A::connect(&a, target).await.err().expect("connect fails");
-            assert_eq!(err.kind(), kind, "{err}");
+            assert_error(&err, Error::Connection(want));
             let took = start.elapsed();
             assert!(took < Duration::from_secs(3), "{took:?}");
         }
@@ -429,7 +439,7 @@ pub fn connect_answered_by_reset_is_refused_quickly<A: Adapter>() {
         });
         let start = Instant::now();
         let err = A::connect(&a, peer_addr).await.err().expect("refused");
-        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert_error(&err, Error::Connection(ConnectionError::Refused));
         let took = start.elapsed();
         assert!(took < Duration::from_secs(2), "{took:?}");
         responder.join().unwrap();
@@ -450,12 +460,11 @@ pub fn connect_to_invalid_addresses_is_invalid_input<A: Adapter>() {
         ] {
             let addr: SocketAddr = addr.parse().unwrap();
             let err = A::connect(&a, addr).await.err().expect("invalid");
-            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{addr}: {err}");
+            assert_error(&err, Error::InvalidAddress(addr));
         }
-        let err = A::send_to(&a, b"x", "[2001:db8::1]:1".parse().unwrap())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let to: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        let err = A::send_to(&a, b"x", to).await.unwrap_err();
+        assert_error(&err, Error::InvalidAddress(to));
     });
 }
 
@@ -473,19 +482,20 @@ pub fn peer_reset_then_read_and_write_fail<A: Adapter>() {
         A::reset(&s);
 
         // The reset end: ConnectionAborted, no stats.
-        let err = s.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
-        let err = s.write(b"x").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
-        let err = s.shutdown().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+        let aborted = Error::Connection(ConnectionError::Aborted);
+        assert_error(&s.read(&mut buf).await.unwrap_err(), aborted.clone());
+        assert_error(&s.write(b"x").await.unwrap_err(), aborted.clone());
+        assert_error(&s.shutdown().await.unwrap_err(), aborted.clone());
+        assert_error(&A::take_error(&s).unwrap().unwrap(), aborted);
         assert!(A::stream_stats(&s).is_none());
 
         // The peer: ConnectionReset on read, and on write once it has seen the reset.
-        let err = c.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
-        let err = c.write(b"after").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        let reset = Error::Connection(ConnectionError::Reset);
+        assert_error(&c.read(&mut buf).await.unwrap_err(), reset.clone());
+        assert_error(&c.write(b"after").await.unwrap_err(), reset.clone());
+        assert_error(&A::take_error(&c).unwrap().unwrap(), reset.clone());
+        // Final, unlike TCP's SO_ERROR: it stays.
+        assert_error(&A::take_error(&c).unwrap().unwrap(), reset);
     });
 }
 
@@ -497,7 +507,11 @@ pub fn write_after_shutdown_is_broken_pipe<A: Adapter>() {
         c.shutdown().await.unwrap();
         c.shutdown().await.unwrap(); // idempotent
         let err = write_all(&mut c, b"late").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+        assert_error(&err, Error::WriteAfterShutdown);
+        assert!(
+            A::take_error(&c).unwrap().is_none(),
+            "a half-close is no error"
+        );
         assert_eq!(read_to_end(&mut s).await.unwrap(), b"");
     });
 }
@@ -514,17 +528,17 @@ pub fn accept_and_connect_after_close_fail<A: Adapter>() {
         A::sleep(Duration::from_millis(20)).await;
         A::close(&b);
         let err = waiting.await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_error(&err, Error::SocketClosed);
         let err = A::accept(&b).await.err().expect("accept after close");
-        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_error(&err, Error::SocketClosed);
         let err = A::connect(&b, A::local_addr(&a))
             .await
             .err()
             .expect("closed");
-        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_error(&err, Error::SocketClosed);
         let mut buf = [0u8; 8];
         let err = A::recv_from(&b, &mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_error(&err, Error::SocketClosed);
 
         // A peer connecting to the closed socket is reset once verified.
         let result = async {
@@ -636,7 +650,10 @@ pub fn close_fails_when_the_peer_resets<A: Adapter>() {
         A::sleep(Duration::from_millis(100)).await;
         A::reset(&s);
         let (_c, result) = closing.await;
-        assert_eq!(result.unwrap_err().kind(), ErrorKind::ConnectionReset);
+        assert_error(
+            &result.unwrap_err(),
+            Error::Connection(ConnectionError::Reset),
+        );
     });
 }
 
@@ -675,13 +692,13 @@ pub fn shutdown_gracefully_closes_every_connection<A: Adapter>() {
             let port = A::local_addr(&a).port();
             crate::wait_for_driver_threads(&[port], false);
             let err = held[0].write(b"late").await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::NotConnected);
+            assert_error(&err, Error::ShutDown);
             A::close_stream(&held[1]).await.unwrap();
             let err = A::connect(&a, addr)
                 .await
                 .err()
                 .expect("connect after shutdown");
-            assert_eq!(err.kind(), ErrorKind::NotConnected);
+            assert_error(&err, Error::SocketClosed);
         },
     );
 }
@@ -707,9 +724,104 @@ pub fn shutdown_gracefully_cuts_a_silent_peer_at_the_deadline<A: Adapter>() {
         let stats = A::socket_stats(&a);
         assert_eq!((stats.endpoint.connections, stats.shutdown_resets), (0, 1));
         let err = A::close_stream(&c).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+        assert_error(&err, Error::Connection(ConnectionError::Aborted));
         let err = c.write(b"late").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        assert_error(&err, Error::ShutDown);
+    });
+}
+
+/// The error table's rows that need a socket set up for them: an invalid config
+/// (`InvalidArgument`) and a full endpoint (`TooManyConnections`).
+pub fn config_and_capacity_errors_are_typed<A: Adapter>() {
+    run::<A>("config_and_capacity_errors_are_typed", LIMIT, async {
+        let mut bad = config(60);
+        bad.endpoint_mut().max_connections(0);
+        let err = A::bind(loopback(), bad)
+            .await
+            .err()
+            .expect("invalid config");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            matches!(Error::of(&err), Some(Error::InvalidArgument(_))),
+            "{err:?}"
+        );
+
+        let mut one = config(61);
+        one.endpoint_mut().max_connections(1);
+        let a = A::bind(loopback(), one).await.unwrap();
+        let b = bind::<A>(62).await;
+        let (_c, _s) = connected::<A>(&a, &b).await;
+        let err = A::connect(&a, A::local_addr(&b)).await.err().expect("full");
+        assert_error(&err, Error::TooManyConnections);
+    });
+}
+
+/// `connect` resolves a host name the adapter's way; `connect_with` applies its own
+/// settings; `connections` lists every connection with its stats.
+pub fn connect_by_name_with_config_and_list_connections<A: Adapter>() {
+    run::<A>("connect_by_name_with_config", LIMIT, async {
+        let (a, b) = (bind::<A>(63).await, bind::<A>(64).await);
+        let port = A::local_addr(&b).port();
+        let accept = spawn::<A, _>({
+            let b = b.clone();
+            async move { A::accept(&b).await.unwrap() }
+        });
+        // "localhost" may resolve to ::1 first, which an IPv4 socket cannot reach: the
+        // next address is tried.
+        let mut c = A::connect_host(&a, "localhost", port).await.unwrap();
+        let (mut s, _) = accept.await;
+        write_all(&mut c, b"by name").await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await.unwrap(), b"by name");
+
+        let accept = spawn::<A, _>({
+            let b = b.clone();
+            async move { A::accept(&b).await.unwrap() }
+        });
+        let mut own = ConnectionConfig::default();
+        own.send_buffer(3 << 20).nagle(false);
+        let mut d = A::connect_with(&a, A::local_addr(&b), own).await.unwrap();
+        let (mut t, _) = accept.await;
+        // 2 MiB fits the 3 MiB send buffer at once; the default (1 MiB) would block.
+        let data = pattern(65, 2 << 20);
+        let n = d.write(&data).await.unwrap();
+        assert_eq!(n, data.len(), "the connection's own send buffer");
+        d.shutdown().await.unwrap();
+        assert_same(&read_to_end(&mut t).await.unwrap(), &data, "connect_with");
+
+        let listed = A::connections(&a);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(listed.iter().all(|c| c.established && c.held));
+        assert!(listed.iter().all(|c| c.remote == A::local_addr(&b)));
+        let sent: u64 = listed.iter().map(|c| c.stats.bytes_sent).sum();
+        assert_eq!(sent, (2 << 20) + 7);
+        drop((c, d));
+        eventually::<A>(LIMIT, "dropped streams closed", || {
+            A::connections(&a).iter().all(|c| !c.held)
+        })
+        .await;
+    });
+}
+
+/// A close reason set on one end reaches the other with the FIN, both ways, and stays
+/// readable after EOF.
+pub fn close_reason_reaches_the_peer<A: Adapter>() {
+    run::<A>("close_reason_reaches_the_peer", LIMIT, async {
+        let (a, b) = (bind::<A>(66).await, bind::<A>(67).await);
+        let (mut c, mut s) = connected::<A>(&a, &b).await;
+        assert_eq!(A::peer_close_reason(&s), None);
+        A::set_close_reason(&c, 2); // libtorrent: torrent removed
+        write_all(&mut c, b"bye").await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await.unwrap(), b"bye");
+        assert_eq!(A::peer_close_reason(&s), Some(2));
+        assert_eq!(A::stream_stats(&c).unwrap().close_reason, Some(2));
+
+        A::set_close_reason(&s, 300);
+        A::close_stream(&s).await.unwrap();
+        assert_eq!(read_to_end(&mut c).await.unwrap(), b"");
+        assert_eq!(A::peer_close_reason(&c), Some(300));
     });
 }
 

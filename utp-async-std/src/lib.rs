@@ -70,11 +70,33 @@
 //!
 //! # Errors
 //!
-//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
-//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions `TimedOut`, use
-//! after [`UtpStream::reset`] `ConnectionAborted`, writes after `close` `BrokenPipe`,
-//! `accept` or `connect` on a closed socket `NotConnected`, and a connect to an unspecified
-//! or multicast address `InvalidInput`.
+//! Every `io::Error` from this crate carries a [`utp_async_std::Error`](Error) naming the outcome
+//! ([`Error::of`] gets it); the table from outcome to [`std::io::ErrorKind`] is on
+//! [`Error`] and is the same in every uTP adapter. In short: a peer's reset is
+//! `ConnectionReset`, a reset answer to our SYN (or a closed port) `ConnectionRefused`,
+//! exhausted retransmissions or a dead peer `TimedOut`, use after [`UtpStream::reset`]
+//! `ConnectionAborted`, writes after `close` `BrokenPipe`, `accept` or `connect` on a closed
+//! socket `NotConnected`, and a connect to an unspecified or multicast address
+//! `InvalidInput`. When a connection ends, by EOF or an error, the close reason the peer
+//! sent (libtorrent's extension; [`UtpStream::set_close_reason`] sends ours) is in
+//! [`UtpStream::peer_close_reason`].
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> { smol::block_on(async {
+//! use std::io::ErrorKind;
+//! use futures_util::io::AsyncReadExt;
+//! use utp_async_std::{ConnectionError, Error, UtpSocket};
+//!
+//! let server = UtpSocket::bind("127.0.0.1:0").await?;
+//! let client = UtpSocket::bind("127.0.0.1:0").await?;
+//! let mut stream = client.connect(server.local_addr()?).await?;
+//! let (accepted, _) = server.accept().await?;
+//! accepted.reset();
+//! let err = stream.read(&mut [0u8; 16]).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+//! assert_eq!(Error::of(&err), Some(&Error::Connection(ConnectionError::Reset)));
+//! # Ok(()) }) }
+//! ```
 //!
 //! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
 //! [`async-io`]: https://docs.rs/async-io
@@ -86,7 +108,7 @@ mod stream;
 
 pub use socket::UtpSocket;
 pub use stream::UtpStream;
-pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
+pub use utp_io::{ConnectionInfo, Error, ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

@@ -5,7 +5,9 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 use async_io::Async;
+use async_net::AsyncToSocketAddrs;
 use utp_io::{Socket, SocketConfig};
+use utp_proto::ConnectionConfig;
 
 use crate::UtpStream;
 use crate::runtime::{AsyncIoRuntime, IoUdp};
@@ -80,7 +82,73 @@ impl UtpSocket {
         Ok(Self { inner })
     }
 
-    utp_io::async_socket_methods!(inner, UtpStream);
+    /// Open a connection to `remote`: a `SocketAddr`, `"host:port"`, `(ip, port)`, ... —
+    /// anything [`async_net::AsyncToSocketAddrs`] takes, like smol's `TcpStream::connect`.
+    /// Host names are resolved on the `blocking` crate's thread pool (smol's; std's resolver blocks),
+    /// so the executor never stalls; each address is tried in turn until one connects (the
+    /// last error otherwise). Fails with `InvalidInput` for an unspecified or multicast
+    /// address, `ConnectionRefused` if the peer answers with a reset (or, on Linux, its port
+    /// is closed), `TimedOut` if it never answers (after
+    /// [`ConnectionConfig::max_syn_retransmits`](utp_proto::ConnectionConfig::max_syn_retransmits)).
+    /// Cancel-safe: dropping the future abandons the attempt.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> { smol::block_on(async {
+    /// use utp_async_std::UtpSocket;
+    ///
+    /// let server = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let client = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let port = server.local_addr()?.port();
+    /// let stream = client.connect(("localhost", port)).await?;
+    /// assert_eq!(stream.peer_addr()?.port(), port);
+    /// # Ok(()) }) }
+    /// ```
+    pub async fn connect(&self, remote: impl AsyncToSocketAddrs) -> io::Result<UtpStream> {
+        self.connect_resolved(remote, None).await
+    }
 
-    utp_io::socket_accessors!(inner);
+    /// [`connect`](Self::connect) with this connection's own settings instead of the
+    /// socket's defaults ([`SocketConfig::connection_mut`]): Nagle, buffers, timeouts,
+    /// congestion control.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> { smol::block_on(async {
+    /// use utp_async_std::{ConnectionConfig, UtpSocket};
+    ///
+    /// let server = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let client = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let mut config = ConnectionConfig::default();
+    /// config.nagle(false);
+    /// let stream = client.connect_with(server.local_addr()?, config).await?;
+    /// # drop(stream);
+    /// # Ok(()) }) }
+    /// ```
+    pub async fn connect_with(
+        &self,
+        remote: impl AsyncToSocketAddrs,
+        config: ConnectionConfig,
+    ) -> io::Result<UtpStream> {
+        self.connect_resolved(remote, Some(config)).await
+    }
+
+    async fn connect_resolved(
+        &self,
+        remote: impl AsyncToSocketAddrs,
+        config: Option<ConnectionConfig>,
+    ) -> io::Result<UtpStream> {
+        let mut last = None;
+        for addr in async_net::resolve(remote).await? {
+            match self.connect_addr(addr, config.clone()).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            utp_io::Error::InvalidArgument("no address to connect to".into()).into()
+        }))
+    }
+
+    utp_io::__async_socket_methods!(inner, UtpStream);
+
+    utp_io::__socket_accessors!(inner);
 }

@@ -46,7 +46,7 @@ impl UtpStream {
         }
     }
 
-    utp_io::stream_accessors!(inner);
+    utp_io::__stream_accessors!(inner);
 
     /// Close gracefully and wait: send a FIN after everything written (what futures-io's
     /// `close` does, which returns at once), then return once the peer acknowledged every

@@ -68,13 +68,35 @@
 //!
 //! # Errors
 //!
-//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
-//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions or a
-//! [`connect_timeout`](UtpSocket::connect_timeout) that passed `TimedOut`, use after
-//! [`UtpStream::reset`] `ConnectionAborted`, writes after `shutdown(Write)` `BrokenPipe`,
-//! `accept` or `connect` on a closed socket `NotConnected`, a connect to an unspecified or
-//! multicast address `InvalidInput`, and a read or write timeout `WouldBlock` (Unix) or
-//! `TimedOut` (Windows), as with std's sockets.
+//! Every `io::Error` from this crate carries a [`utp_blocking::Error`](Error) naming the outcome
+//! ([`Error::of`] gets it); the table from outcome to [`std::io::ErrorKind`] is on
+//! [`Error`] and is the same in every uTP adapter. In short: a peer's reset is
+//! `ConnectionReset`, a reset answer to our SYN (or a closed port) `ConnectionRefused`,
+//! exhausted retransmissions or a dead peer `TimedOut`, use after [`UtpStream::reset`]
+//! `ConnectionAborted`, writes after `shutdown(Write)` `BrokenPipe`, `accept` or `connect` on a closed
+//! socket `NotConnected`, and a connect to an unspecified or multicast address
+//! `InvalidInput`. A [`connect_timeout`](UtpSocket::connect_timeout) that passed is
+//! `TimedOut`, and a read or write timeout `WouldBlock` (Unix) or `TimedOut` (Windows), as
+//! with std's sockets; both carry [`Error::Timeout`]. When a connection ends, by EOF or an error, the close reason the peer
+//! sent (libtorrent's extension; [`UtpStream::set_close_reason`] sends ours) is in
+//! [`UtpStream::peer_close_reason`].
+//!
+//! ```
+//! use std::io::{ErrorKind, Read};
+//! use utp_blocking::{ConnectionError, Error, UtpSocket};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let server = UtpSocket::bind("127.0.0.1:0")?;
+//! let client = UtpSocket::bind("127.0.0.1:0")?;
+//! let mut stream = client.connect(server.local_addr()?)?;
+//! let (accepted, _) = server.accept()?;
+//! accepted.reset();
+//! let err = stream.read(&mut [0u8; 16]).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+//! assert_eq!(Error::of(&err), Some(&Error::Connection(ConnectionError::Reset)));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
 
@@ -85,7 +107,7 @@ mod wait;
 
 pub use socket::UtpSocket;
 pub use stream::UtpStream;
-pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
+pub use utp_io::{ConnectionInfo, Error, ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

@@ -7,9 +7,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use utp_io::{ShutdownReport, Socket, SocketConfig};
+use utp_proto::ConnectionConfig;
 
 use crate::UtpStream;
 use crate::driver::ThreadRuntime;
+use crate::stream::{timed_out, zero_timeout};
 use crate::wait::{check_timeout, wait};
 
 /// A uTP socket: one UDP socket, one protocol endpoint for all its connections, and one
@@ -76,35 +78,94 @@ impl UtpSocket {
         Ok(Self { inner })
     }
 
-    /// Open a connection to `remote`, waiting for the handshake. Fails with `InvalidInput`
-    /// for an unspecified or multicast address, `ConnectionRefused` if the peer answers with
-    /// a reset, `TimedOut` if it never answers (after
+    /// Open a connection to `remote`, waiting for the handshake: a `SocketAddr`,
+    /// `"host:port"`, `(ip, port)`, ... — anything std's [`ToSocketAddrs`] takes, like
+    /// `TcpStream::connect` (names are resolved with std's blocking resolver); each address
+    /// is tried in turn until one connects (the last error otherwise). Fails with
+    /// `InvalidInput` for an unspecified or multicast address, `ConnectionRefused` if the
+    /// peer answers with a reset (or, on Linux, its port is closed), `TimedOut` if it never
+    /// answers (after
     /// [`ConnectionConfig::max_syn_retransmits`](utp_proto::ConnectionConfig::max_syn_retransmits)).
-    pub fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
-        self.connect_within(remote, None)
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use utp_blocking::UtpSocket;
+    ///
+    /// let server = UtpSocket::bind("127.0.0.1:0")?;
+    /// let client = UtpSocket::bind("127.0.0.1:0")?;
+    /// let port = server.local_addr()?.port();
+    /// let stream = client.connect(("localhost", port))?;
+    /// assert_eq!(stream.peer_addr()?.port(), port);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect(&self, remote: impl ToSocketAddrs) -> io::Result<UtpStream> {
+        self.connect_each(remote, None)
+    }
+
+    /// [`connect`](Self::connect) with this connection's own settings instead of the
+    /// socket's defaults ([`SocketConfig::connection_mut`]): Nagle, buffers, timeouts,
+    /// congestion control.
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use utp_blocking::{ConnectionConfig, UtpSocket};
+    ///
+    /// let server = UtpSocket::bind("127.0.0.1:0")?;
+    /// let client = UtpSocket::bind("127.0.0.1:0")?;
+    /// let mut config = ConnectionConfig::default();
+    /// config.nagle(false);
+    /// let stream = client.connect_with(server.local_addr()?, config)?;
+    /// # drop(stream);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_with(
+        &self,
+        remote: impl ToSocketAddrs,
+        config: ConnectionConfig,
+    ) -> io::Result<UtpStream> {
+        self.connect_each(remote, Some(config))
+    }
+
+    fn connect_each(
+        &self,
+        remote: impl ToSocketAddrs,
+        config: Option<ConnectionConfig>,
+    ) -> io::Result<UtpStream> {
+        let mut last = None;
+        for addr in remote.to_socket_addrs()? {
+            match self.connect_within(addr, config.clone(), None) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            utp_io::Error::InvalidArgument("no address to connect to".into()).into()
+        }))
     }
 
     /// [`connect`](Self::connect), giving up with `TimedOut` after `timeout` (like
     /// `TcpStream::connect_timeout`; a zero timeout is `InvalidInput`). The abandoned attempt
     /// is reset.
     pub fn connect_timeout(&self, remote: SocketAddr, timeout: Duration) -> io::Result<UtpStream> {
-        check_timeout(Some(timeout))?;
-        self.connect_within(remote, Some(timeout))
+        check_timeout(Some(timeout)).map_err(zero_timeout)?;
+        self.connect_within(remote, None, Some(timeout))
     }
 
     fn connect_within(
         &self,
         remote: SocketAddr,
+        config: Option<ConnectionConfig>,
         timeout: Option<Duration>,
     ) -> io::Result<UtpStream> {
-        let mut connecting = self.inner.connect(remote)?;
-        let stream = wait(timeout, |cx| Pin::new(&mut connecting).poll(cx)).map_err(|e| {
-            match e.kind() {
-                // The wait's own timeout is `WouldBlock` on Unix; connect says `TimedOut`.
-                io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, e),
-                _ => e,
-            }
-        })?;
+        let mut connecting = match config {
+            None => self.inner.connect(remote)?,
+            Some(config) => self.inner.connect_with(remote, config)?,
+        };
+        let stream = wait(timeout, |cx| Pin::new(&mut connecting).poll(cx))
+            // The wait's own timeout is `WouldBlock` on Unix; connect says `TimedOut`.
+            .map_err(|e| timed_out(e, io::ErrorKind::TimedOut))?;
         Ok(UtpStream::new(stream))
     }
 
@@ -158,5 +219,5 @@ impl UtpSocket {
         wait(None, |cx| self.inner.poll_shutdown(cx))
     }
 
-    utp_io::socket_accessors!(inner);
+    utp_io::__socket_accessors!(inner);
 }

@@ -65,7 +65,7 @@ impl UtpStream {
         }
     }
 
-    utp_io::stream_accessors!(inner.stream);
+    utp_io::__stream_accessors!(inner.stream);
 
     /// Another handle to the same connection, sharing its timeouts. Never fails; the
     /// `io::Result` matches `TcpStream::try_clone`.
@@ -100,18 +100,16 @@ impl UtpStream {
     /// exits.
     pub fn close(&self) -> io::Result<()> {
         let timeout = *lock(&self.inner.write_timeout);
-        wait(timeout, |cx| self.inner.stream.poll_close(cx)).map_err(|e| match e.kind() {
-            // The wait's own timeout is `WouldBlock` on Unix; a close that did not finish
-            // in time is `TimedOut`.
-            io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, e),
-            _ => e,
-        })
+        // The wait's own timeout is `WouldBlock` on Unix; a close that did not finish in
+        // time is `TimedOut`.
+        wait(timeout, |cx| self.inner.stream.poll_close(cx))
+            .map_err(|e| timed_out(e, io::ErrorKind::TimedOut))
     }
 
     /// Bound how long a read blocks; `None` (the default) blocks until data, EOF or an error.
     /// A zero duration is `InvalidInput`, as for `TcpStream`.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
+        check_timeout(timeout).map_err(zero_timeout)?;
         *lock(&self.inner.read_timeout) = timeout;
         Ok(())
     }
@@ -119,7 +117,7 @@ impl UtpStream {
     /// Bound how long a write blocks on a full send buffer; `None` (the default) blocks until
     /// there is room or an error. A zero duration is `InvalidInput`.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        check_timeout(timeout)?;
+        check_timeout(timeout).map_err(zero_timeout)?;
         *lock(&self.inner.write_timeout) = timeout;
         Ok(())
     }
@@ -141,7 +139,7 @@ impl Inner {
             return Ok(0);
         }
         let timeout = *lock(&self.read_timeout);
-        wait(timeout, |cx| self.stream.poll_read(cx, buf))
+        wait(timeout, |cx| self.stream.poll_read(cx, buf)).map_err(std_timeout)
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -149,7 +147,7 @@ impl Inner {
             return Ok(0);
         }
         let timeout = *lock(&self.write_timeout);
-        wait(timeout, |cx| self.stream.poll_write(cx, buf))
+        wait(timeout, |cx| self.stream.poll_write(cx, buf)).map_err(std_timeout)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -187,6 +185,31 @@ impl Write for &UtpStream {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A timeout of [`wait`] (an error without a uTP error inside) as [`utp_io::Error::Timeout`]
+/// with `kind`; other errors unchanged.
+pub(crate) fn timed_out(e: io::Error, kind: io::ErrorKind) -> io::Error {
+    let from_wait = matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    );
+    if !from_wait || utp_io::Error::of(&e).is_some() {
+        return e;
+    }
+    io::Error::new(kind, utp_io::Error::Timeout)
+}
+
+/// A read or write timeout, reported with the kind std's sockets use: `WouldBlock` on Unix,
+/// `TimedOut` on Windows.
+fn std_timeout(e: io::Error) -> io::Error {
+    let kind = e.kind();
+    timed_out(e, kind)
+}
+
+/// std's "zero timeout" error, with its uTP error inside.
+pub(crate) fn zero_timeout(_: io::Error) -> io::Error {
+    utp_io::Error::InvalidArgument("cannot set a 0 duration timeout".into()).into()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

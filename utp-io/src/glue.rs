@@ -1,12 +1,17 @@
 //! Methods that every adapter's public types share, with their docs, generated once so the
 //! adapters cannot drift apart. Each adapter expands them inside its own `impl` blocks.
+//!
+//! Plumbing, not API: the macros are exported only because adapter crates expand them
+//! (`#[macro_export]` is the only way across crates), hidden from the docs and named
+//! `__*`; nothing outside this workspace's adapters should call them. Their expansions
+//! name items through `$crate::__private`.
 
-/// Expands, inside an adapter's `impl UtpStream` block, to `peer_addr`, `local_addr`,
-/// `stats` and `reset`, forwarding to the [`Stream`](crate::Stream) at `self.<path>`.
-///
-/// The adapter must depend on `utp_proto` (the docs link to it).
+/// Expands, inside an adapter's `impl UtpStream` block (or a split half's), to
+/// `peer_addr`, `local_addr`, `stats`, `peer_close_reason`, `set_close_reason` and
+/// `take_error`, forwarding to the [`Stream`](crate::Stream) at `self.<path>`.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! stream_accessors {
+macro_rules! __stream_getters {
     ($($path:ident).+) => {
         /// The peer's address (IPv4-mapped addresses reported as IPv4).
         pub fn peer_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
@@ -19,10 +24,45 @@ macro_rules! stream_accessors {
         }
 
         /// The connection's counters and estimates (RTT, window, retransmissions); `None`
-        /// after [`reset`](Self::reset).
-        pub fn stats(&self) -> ::std::option::Option<$crate::__proto::ConnectionStats> {
+        /// after `reset`. With the `serde` feature they serialize (to JSON, Prometheus
+        /// exporters, ...).
+        pub fn stats(&self) -> ::std::option::Option<$crate::__private::ConnectionStats> {
             self.$($path).+.stats()
         }
+
+        /// The close reason the peer sent (libtorrent's close-reason extension: 1 duplicate
+        /// peer id, 2 torrent removed, ...), `None` if it sent none. Still there after the
+        /// connection ended with EOF or an error, until `reset` or the last handle is
+        /// dropped.
+        pub fn peer_close_reason(&self) -> ::std::option::Option<u16> {
+            self.$($path).+.peer_close_reason()
+        }
+
+        /// Say why we end this connection: a libtorrent `close_reason_t` code (0 none,
+        /// 1 duplicate peer id, 2 torrent removed, ...; 256 and up are protocol errors),
+        /// sent with our FIN and every later acknowledgement. libtorrent shows it to its
+        /// application; libutp ignores it. Set it before closing; the peer reads it with
+        /// `peer_close_reason`.
+        pub fn set_close_reason(&self, reason: u16) {
+            self.$($path).+.set_close_reason(reason);
+        }
+
+        /// The error that ended the connection, if it ended with one (like
+        /// `TcpStream::take_error`). uTP errors are final: unlike TCP's, the error stays,
+        /// and every later read or write reports it too. `Ok(None)` while the connection is
+        /// fine or after a graceful close.
+        pub fn take_error(&self) -> ::std::io::Result<::std::option::Option<::std::io::Error>> {
+            self.$($path).+.take_error()
+        }
+    };
+}
+
+/// [`__stream_getters!`] plus `reset`, for a whole `UtpStream`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stream_accessors {
+    ($($path:ident).+) => {
+        $crate::__stream_getters!($($path).+);
 
         /// Abort: send `ST_RESET` and drop buffered data both ways. Later reads and writes
         /// fail with `ConnectionAborted` (through every handle of the connection); the
@@ -33,19 +73,29 @@ macro_rules! stream_accessors {
     };
 }
 
-/// Expands, inside an adapter's `impl UtpSocket` block, to `local_addr`, `stats` and
-/// `close`, forwarding to the [`Socket`](crate::Socket) at `self.<field>`.
+/// Expands, inside an adapter's `impl UtpSocket` block, to `local_addr`, `stats`,
+/// `connections` and `close`, forwarding to the [`Socket`](crate::Socket) at
+/// `self.<field>`.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! socket_accessors {
+macro_rules! __socket_accessors {
     ($field:ident) => {
         /// The bound address.
         pub fn local_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
             Ok(self.$field.local_addr())
         }
 
-        /// Counters of the endpoint and the driver.
+        /// Counters of the endpoint and the driver. With the `serde` feature they
+        /// serialize.
         pub fn stats(&self) -> $crate::SocketStats {
             self.$field.stats()
+        }
+
+        /// Every connection on the socket with its counters, in one snapshot: held
+        /// streams, connections waiting for `accept`, connects in progress and dropped
+        /// streams still closing. With the `serde` feature they serialize.
+        pub fn connections(&self) -> ::std::vec::Vec<$crate::ConnectionInfo> {
+            self.$field.connections()
         }
 
         /// Stop accepting: `accept`, `connect` and the raw datagram calls fail with
@@ -57,23 +107,26 @@ macro_rules! socket_accessors {
     };
 }
 
-/// Expands, inside an async adapter's `impl UtpSocket` block, to `async fn`s `connect`,
-/// `accept`, `recv_from`, `send_to` and `shutdown_gracefully` over the
-/// [`Socket`](crate::Socket) at `self.<field>`, wrapping streams with `<Stream>::new`.
-///
-/// The adapter must re-export `SocketConfig` and `SocketStats` at its root and depend on
-/// `utp_proto` (the docs link to them).
+/// Expands, inside an async adapter's `impl UtpSocket` block, to `async fn`s
+/// `connect_addr`, `connect_with`, `accept`, `recv_from`, `send_to` and
+/// `shutdown_gracefully` over the [`Socket`](crate::Socket) at `self.<field>`, wrapping
+/// streams with `<Stream>::new`. The adapter writes `connect` itself, resolving names its
+/// ecosystem's way, and calls `connect_addr`.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! async_socket_methods {
+macro_rules! __async_socket_methods {
     ($field:ident, $stream:ident) => {
-        /// Open a connection to `remote`. Fails with `InvalidInput` for an unspecified or
-        /// multicast address, `ConnectionRefused` if the peer answers with a reset,
-        /// `TimedOut` if it never answers (after
-        /// [`ConnectionConfig::max_syn_retransmits`](utp_proto::ConnectionConfig::max_syn_retransmits)).
-        /// Cancel-safe: dropping the future abandons the attempt.
-        pub async fn connect(&self, remote: ::std::net::SocketAddr) -> ::std::io::Result<$stream> {
-            let stream = self.$field.connect(remote)?.await?;
-            Ok($stream::new(stream))
+        /// [`connect`](Self::connect) to one address, without name resolution.
+        async fn connect_addr(
+            &self,
+            remote: ::std::net::SocketAddr,
+            config: ::std::option::Option<$crate::__private::ConnectionConfig>,
+        ) -> ::std::io::Result<$stream> {
+            let connecting = match config {
+                None => self.$field.connect(remote)?,
+                Some(config) => self.$field.connect_with(remote, config)?,
+            };
+            Ok($stream::new(connecting.await?))
         }
 
         /// Wait for the next incoming connection and its peer's address. Fails with

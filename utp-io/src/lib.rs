@@ -15,12 +15,14 @@
 //! - **Shared state** behind one `Mutex` that is never held across a suspension point:
 //!   the endpoint, the wakers of blocked readers, writers, acceptors and connectors, and
 //!   bounded queues for datagrams that are not uTP (port sharing with a DHT).
-//! - **The adapters' shared surface**: [`stream_accessors!`], [`socket_accessors!`] and
-//!   [`async_socket_methods!`] expand to the methods (and docs) every adapter's `UtpStream`
-//!   and `UtpSocket` have in common.
 //! - **Stream poll functions** ([`Stream::poll_read`], [`Stream::poll_write`],
 //!   [`Stream::poll_flush`], [`Stream::poll_shutdown`]) and close-on-drop, with protocol
 //!   errors mapped to [`std::io::ErrorKind`]s.
+//! - **One error type** for every adapter: each `io::Error` they return carries an
+//!   [`Error`] naming the outcome; its docs hold the table from outcome to `ErrorKind`.
+//!
+//! With the `serde` feature, [`SocketStats`], [`ConnectionInfo`] and the protocol's stats
+//! implement `Serialize`.
 //!
 //! tokio, async-io and threads stay out of this crate: it needs only `std`'s `Future`,
 //! `Waker` and `Instant`.
@@ -127,8 +129,11 @@
 pub mod batch;
 mod config;
 mod driver;
+mod error;
 mod glue;
 mod runtime;
+#[cfg(feature = "serde")]
+mod serde_impl;
 mod shared;
 mod socket;
 mod stream;
@@ -136,11 +141,14 @@ mod stream;
 pub use config::{
     SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket, set_dont_fragment,
 };
+pub use error::Error;
 pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime};
 pub use shared::{ShutdownReport, SocketStats};
-pub use socket::{Connecting, Socket};
+pub use socket::{Connecting, ConnectionInfo, Socket};
 pub use stream::Stream;
 
-/// For the adapter macros' expansions in adapter crates.
+/// What the adapter glue macros' expansions name; not API.
 #[doc(hidden)]
-pub use utp_proto as __proto;
+pub mod __private {
+    pub use utp_proto::{ConnectionConfig, ConnectionStats};
+}

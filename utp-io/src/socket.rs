@@ -9,10 +9,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tracing::debug;
-use utp_proto::{ConnectError, ConnectionError, ConnectionHandle, Endpoint};
+use utp_proto::{ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionStats, Endpoint};
 
 use crate::config::SocketConfig;
 use crate::driver::Driver;
+use crate::error::{Error, connect_error, typed};
 use crate::runtime::{AsyncUdpSocket, Runtime};
 use crate::shared::{Conn, Shared, ShutdownReport, SocketStats, State};
 use crate::stream::Stream;
@@ -52,12 +53,13 @@ impl Socket {
             Some(seed) => seed,
             None => {
                 let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| Error::Runtime(format!("no OS randomness for the seed: {e}")))?;
                 u64::from_le_bytes(bytes)
             }
         };
         let endpoint = Endpoint::new(config.endpoint.clone(), now, seed)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let dont_fragment = config.dont_fragment;
         let state = State::new(endpoint, config, local_addr);
         let shared = Arc::new(Shared::new(state, runtime.clone(), local_addr));
@@ -92,28 +94,74 @@ impl Socket {
         stats
     }
 
+    /// Every connection the endpoint holds, with its counters, ordered by
+    /// [`ConnectionInfo::id`]: streams the application holds, incoming connections not yet
+    /// accepted, connects in progress, and dropped streams still closing in the background.
+    /// For metrics: one lock, one snapshot.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let state = self.shared().lock();
+        let mut out: Vec<ConnectionInfo> = state
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.freed)
+            .filter_map(|(&ch, c)| {
+                Some(ConnectionInfo {
+                    id: ch.0,
+                    remote: c.remote,
+                    established: c.connected,
+                    held: !c.released,
+                    stats: state.endpoint.connection_stats(ch)?,
+                })
+            })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
     /// Start opening a connection to `remote`. Fails at once for an address no connection
     /// can go to (unspecified, multicast, port 0, the wrong IP version), when the socket is
     /// closed or when the endpoint is full; otherwise the [`Connecting`] future finishes the
     /// handshake.
     pub fn connect(&self, remote: SocketAddr) -> io::Result<Connecting> {
+        self.connect_inner(remote, None)
+    }
+
+    /// [`connect`](Self::connect) with this connection's own settings instead of the
+    /// socket's defaults ([`SocketConfig::connection_mut`]): Nagle, buffers, timeouts,
+    /// congestion control.
+    pub fn connect_with(
+        &self,
+        remote: SocketAddr,
+        config: ConnectionConfig,
+    ) -> io::Result<Connecting> {
+        self.connect_inner(remote, Some(config))
+    }
+
+    fn connect_inner(
+        &self,
+        remote: SocketAddr,
+        config: Option<ConnectionConfig>,
+    ) -> io::Result<Connecting> {
         let shared = self.shared();
         let mut state = shared.lock();
         if state.closed {
-            return Err(state.closed_error());
+            return Err(closed_error(&state));
         }
         let ip = remote.ip().to_canonical();
         if ip.is_unspecified() || ip.is_multicast() || remote.port() == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot connect to {remote}: unspecified, multicast or port 0"),
-            ));
+            return Err(Error::InvalidAddress(remote).into());
         }
-        let native = state.to_native(remote)?;
+        let native = state
+            .to_native(remote)
+            .map_err(|_| Error::InvalidAddress(remote))?;
         let now = shared.runtime.now();
         // Settle events of connections already freed, whose handle this one may reuse.
         state.process_events(now);
-        let ch = state.endpoint.connect(now, native).map_err(connect_error)?;
+        let ch = match config {
+            None => state.endpoint.connect(now, native),
+            Some(config) => state.endpoint.connect_with(now, native, config),
+        }
+        .map_err(|e| connect_error(e, remote))?;
         let remote = SocketAddr::new(ip, remote.port());
         state.conns.insert(ch, Conn::new(ch, remote));
         state.wake_driver();
@@ -155,7 +203,7 @@ impl Socket {
             return Poll::Ready(Ok((Stream::new(shared.clone(), ch, remote), remote)));
         }
         if state.closed {
-            return Poll::Ready(Err(state.closed_error()));
+            return Poll::Ready(Err(closed_error(&state)));
         }
         if !state.accept_wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.accept_wakers.push(cx.waker().clone());
@@ -178,7 +226,7 @@ impl Socket {
             return Poll::Ready(Ok((n, from)));
         }
         if state.closed {
-            return Poll::Ready(Err(state.closed_error()));
+            return Poll::Ready(Err(closed_error(&state)));
         }
         if !state.raw_in_wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.raw_in_wakers.push(cx.waker().clone());
@@ -197,9 +245,11 @@ impl Socket {
     ) -> Poll<io::Result<usize>> {
         let mut state = self.shared().lock();
         if state.closed {
-            return Poll::Ready(Err(state.closed_error()));
+            return Poll::Ready(Err(closed_error(&state)));
         }
-        let target = state.to_native(target)?;
+        let target = state
+            .to_native(target)
+            .map_err(|_| Error::InvalidAddress(target))?;
         if state.raw_out.len() >= state.config.datagram_queue {
             if !state.raw_out_wakers.iter().any(|w| w.will_wake(cx.waker())) {
                 state.raw_out_wakers.push(cx.waker().clone());
@@ -248,7 +298,7 @@ impl Socket {
         let mut state = self.shared().lock();
         if state.driver_done {
             if let Some(e) = state.fatal_error() {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(typed(e)));
             }
             return Poll::Ready(Ok(state.drain.map(|d| d.report).unwrap_or_default()));
         }
@@ -281,6 +331,25 @@ impl std::fmt::Debug for Handle {
     }
 }
 
+/// One connection of a socket and its counters, from [`Socket::connections`].
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The endpoint's handle number: unique among the socket's live connections (reused
+    /// after a connection is freed).
+    pub id: usize,
+    /// The peer's address (IPv4-mapped addresses reported as IPv4).
+    pub remote: SocketAddr,
+    /// The handshake completed.
+    pub established: bool,
+    /// The application still holds it (a stream, an unaccepted connection or a connect in
+    /// progress); `false` once it was dropped and is closing in the background.
+    pub held: bool,
+    /// The connection's counters and estimates.
+    pub stats: ConnectionStats,
+}
+
 /// A connection being opened; resolves to a [`Stream`] once the peer answers. Dropping it
 /// abandons the attempt.
 #[must_use = "futures do nothing unless polled"]
@@ -305,19 +374,15 @@ impl Future for Connecting {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let Some(ch) = this.ch else {
-            return Poll::Ready(Err(io::Error::other(
-                "`Connecting` polled after completion",
-            )));
+            return Poll::Ready(Err(Error::Connection(ConnectionError::Aborted).into()));
         };
         let shared = this.shared.clone();
         let mut state = shared.lock();
-        let fatal = state.fatal_error();
+        let fatal = state.fatal_error().map(typed);
         // `conns` holds the handle until we release it.
         let Some(conn) = state.conns.get_mut(&ch) else {
             this.ch = None;
-            return Poll::Ready(Err(
-                fatal.unwrap_or_else(|| io::Error::other("connection lost"))
-            ));
+            return Poll::Ready(Err(fatal.unwrap_or_else(|| Error::ShutDown.into())));
         };
         if conn.connected {
             this.ch = None;
@@ -326,8 +391,8 @@ impl Future for Connecting {
         if conn.closed || fatal.is_some() {
             let error = match (fatal, conn.error) {
                 (Some(e), _) => e,
-                (None, Some(e)) => e.into(),
-                (None, None) => ConnectionError::Aborted.into(),
+                (None, Some(e)) => Error::Connection(e).into(),
+                (None, None) => Error::Connection(ConnectionError::Aborted).into(),
             };
             this.ch = None;
             let now = shared.runtime.now();
@@ -384,11 +449,11 @@ impl Future for Instrumented {
     }
 }
 
-fn connect_error(e: ConnectError) -> io::Error {
-    let kind = match e {
-        ConnectError::InvalidRemoteAddress => io::ErrorKind::InvalidInput,
-        ConnectError::NoConnectionIds => io::ErrorKind::AddrInUse,
-        _ => io::ErrorKind::Other,
-    };
-    io::Error::new(kind, e)
+/// The error for accept, connect and raw datagrams on a closed socket: the driver's error
+/// if it stopped with one.
+fn closed_error(state: &State) -> io::Error {
+    match state.fatal {
+        Some(_) => typed(state.closed_error()),
+        None => Error::SocketClosed.into(),
+    }
 }

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use tracing::trace;
-use utp_proto::{ConnectionHandle, ConnectionStats, ReadError, WriteError};
+use utp_proto::{ConnectionError, ConnectionHandle, ConnectionStats, ReadError, WriteError};
 
+use crate::error::{Error, typed};
 use crate::shared::{Shared, State};
 
 /// One uTP connection as the application holds it. Adapters wrap it in their stream type
@@ -63,6 +64,34 @@ impl Stream {
         state.endpoint.connection_stats(self.ch)
     }
 
+    /// Say why we end this connection: a code of libtorrent's close-reason extension
+    /// (`close_reason_t`: 0 none, 1 duplicate peer id, 2 torrent removed, ...; 256 and up are
+    /// protocol errors). It goes out with our FIN and every later `ST_STATE`; libtorrent
+    /// reports it to its application, libutp ignores it. Set it before closing. Does nothing
+    /// once the connection is gone.
+    pub fn set_close_reason(&self, reason: u16) {
+        let mut state = self.shared.lock();
+        if self.gone(&state).is_none() {
+            state.endpoint.set_close_reason(self.ch, reason);
+        }
+    }
+
+    /// The close reason the peer sent last (see [`set_close_reason`](Self::set_close_reason)),
+    /// `None` if it sent none. Kept after the connection ended, until the stream is dropped
+    /// or [`reset`](Self::reset): read it after a read returned `Ok(0)` or an error.
+    pub fn peer_close_reason(&self) -> Option<u16> {
+        self.stats().and_then(|s| s.peer_close_reason)
+    }
+
+    /// The error that ended the connection, if it ended with one (like `SO_ERROR` and
+    /// `TcpStream::take_error`). uTP errors are final, so unlike TCP's the error stays: every
+    /// later call reports it too. `Ok(None)` while the connection is fine or closed
+    /// gracefully.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let state = self.shared.lock();
+        Ok(self.check(&state).err())
+    }
+
     /// Read into `buf`. `Ok(0)` means the peer finished sending (or `buf` is empty); bytes
     /// that arrived before a reset are still delivered, then the error.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -80,12 +109,12 @@ impl Stream {
             }
             Err(ReadError::Blocked) => {
                 if let Some(e) = state.fatal_error() {
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(typed(e)));
                 }
                 register(&mut state.blocked_readers, self.ch, cx.waker());
                 Poll::Pending
             }
-            Err(e) => Poll::Ready(Err(e.into())),
+            Err(e) => Poll::Ready(Err(Error::from(e).into())),
         }
     }
 
@@ -94,7 +123,7 @@ impl Stream {
     /// error (`ConnectionReset`, `TimedOut`, ...) once it ended.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut state = self.shared.lock();
-        if let Some(e) = self.gone(&state).or_else(|| state.fatal_error()) {
+        if let Some(e) = self.gone(&state).or_else(|| state.fatal_error().map(typed)) {
             return Poll::Ready(Err(e));
         }
         match state.endpoint.write(self.ch, buf) {
@@ -106,7 +135,7 @@ impl Stream {
                 register(&mut state.blocked_writers, self.ch, cx.waker());
                 Poll::Pending
             }
-            Err(e) => Poll::Ready(Err(e.into())),
+            Err(e) => Poll::Ready(Err(Error::from(e).into())),
         }
     }
 
@@ -154,7 +183,7 @@ impl Stream {
         if self.is_released() {
             return Poll::Ready(Err(reset_error()));
         }
-        let fatal = state.fatal_error();
+        let fatal = state.fatal_error().map(typed);
         let Some(conn) = state.conns.get_mut(&self.ch) else {
             // A stream's entry lives until the stream releases it.
             debug_assert!(false, "stream without its connection entry");
@@ -165,7 +194,7 @@ impl Stream {
             return Poll::Ready(Ok(()));
         }
         if let Some(e) = conn.error {
-            return Poll::Ready(Err(e.into()));
+            return Poll::Ready(Err(Error::Connection(e).into()));
         }
         if let Some(e) = fatal {
             return Poll::Ready(Err(e));
@@ -222,10 +251,10 @@ impl Stream {
             return Err(e);
         }
         if let Some(e) = state.fatal_error() {
-            return Err(e);
+            return Err(typed(e));
         }
         match state.conns.get(&self.ch).and_then(|c| c.error) {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(Error::Connection(e).into()),
             None => Ok(()),
         }
     }
@@ -265,12 +294,9 @@ fn register(
 }
 
 fn shut_down_error() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "uTP socket was shut down")
+    Error::ShutDown.into()
 }
 
 fn reset_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "uTP stream was reset locally",
-    )
+    Error::Connection(ConnectionError::Aborted).into()
 }

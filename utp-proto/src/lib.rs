@@ -103,6 +103,12 @@
 //! assert_eq!(packet.payload(), b"hello");
 //! # Ok::<(), utp_proto::packet::ParseError>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `serde`: `Serialize` for [`ConnectionStats`], [`EndpointStats`] and [`ResourceUsage`],
+//!   so stats reach JSON or a metrics exporter without copying fields by hand (durations as
+//!   seconds).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

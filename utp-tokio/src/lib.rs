@@ -42,11 +42,35 @@
 //!
 //! # Errors
 //!
-//! Protocol outcomes map to [`std::io::ErrorKind`]: a peer's reset is `ConnectionReset`, a
-//! reset answer to our SYN `ConnectionRefused`, exhausted retransmissions `TimedOut`, use
-//! after [`UtpStream::reset`] `ConnectionAborted`, writes after `shutdown` `BrokenPipe`,
-//! `accept` or `connect` on a closed socket `NotConnected`, and a connect to an unspecified
-//! or multicast address `InvalidInput`.
+//! Every `io::Error` from this crate carries a [`utp_tokio::Error`](Error) naming the outcome
+//! ([`Error::of`] gets it); the table from outcome to [`std::io::ErrorKind`] is on
+//! [`Error`] and is the same in every uTP adapter. In short: a peer's reset is
+//! `ConnectionReset`, a reset answer to our SYN (or a closed port) `ConnectionRefused`,
+//! exhausted retransmissions or a dead peer `TimedOut`, use after [`UtpStream::reset`]
+//! `ConnectionAborted`, writes after `shutdown` `BrokenPipe`, `accept` or `connect` on a closed
+//! socket `NotConnected`, and a connect to an unspecified or multicast address
+//! `InvalidInput`. When a connection ends, by EOF or an error, the close reason the peer
+//! sent (libtorrent's extension; [`UtpStream::set_close_reason`] sends ours) is in
+//! [`UtpStream::peer_close_reason`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use std::io::ErrorKind;
+//! use tokio::io::AsyncReadExt;
+//! use utp_tokio::{ConnectionError, Error, UtpSocket};
+//!
+//! let server = UtpSocket::bind("127.0.0.1:0").await?;
+//! let client = UtpSocket::bind("127.0.0.1:0").await?;
+//! let mut stream = client.connect(server.local_addr()?).await?;
+//! let (accepted, _) = server.accept().await?;
+//! accepted.reset();
+//! let err = stream.read(&mut [0u8; 16]).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+//! assert_eq!(Error::of(&err), Some(&Error::Connection(ConnectionError::Reset)));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Closing before the program exits
 //!
@@ -65,8 +89,8 @@ mod socket;
 mod stream;
 
 pub use socket::UtpSocket;
-pub use stream::{OwnedReadHalf, OwnedWriteHalf, UtpStream};
-pub use utp_io::{ShutdownReport, SocketConfig, SocketHook, SocketStats};
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, UtpStream, WriteHalf};
+pub use utp_io::{ConnectionInfo, Error, ShutdownReport, SocketConfig, SocketHook, SocketStats};
 pub use utp_proto::{
     self as proto, ConnectionConfig, ConnectionError, ConnectionStats, EndpointConfig,
     EndpointStats,

@@ -1,14 +1,17 @@
 //! [`UtpSocket`].
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::net::{ToSocketAddrs, lookup_host};
-use utp_io::{ShutdownReport, Socket, SocketConfig, SocketStats};
+use utp_io::{ShutdownReport, Socket, SocketConfig};
+use utp_proto::ConnectionConfig;
 
 use crate::UtpStream;
 use crate::runtime::{TokioRuntime, TokioUdp};
@@ -58,6 +61,16 @@ pub struct UtpSocket {
 impl UtpSocket {
     /// Bind to `addr` with the default [`SocketConfig`]. `[::]` binds dual-stack: IPv4 peers
     /// work too.
+    ///
+    /// Fails outside a tokio runtime, and on one built without IO or time, which the
+    /// driver task needs (tokio itself would panic in the task):
+    ///
+    /// ```
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    /// let err = rt.block_on(utp_tokio::UtpSocket::bind("127.0.0.1:0")).unwrap_err();
+    /// assert!(err.to_string().contains("enable_time"), "{err}");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Self::bind_with_config(addr, SocketConfig::default()).await
     }
@@ -80,13 +93,16 @@ impl UtpSocket {
     }
 
     /// Use a UDP socket the caller bound already. It is made non-blocking and its buffers are
-    /// sized per `config`. Fails outside a tokio runtime (which needs IO and time enabled).
+    /// sized per `config`. Fails outside a tokio runtime, and on a runtime built without IO
+    /// or time (`enable_io`, `enable_time`, or `enable_all`), which the driver needs.
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         let handle = current_runtime()?;
         socket.set_nonblocking(true)?;
         let socket = {
             let _enter = handle.enter();
-            tokio::net::UdpSocket::from_std(socket)?
+            // tokio panics without its IO driver; say so instead.
+            catch_unwind(AssertUnwindSafe(|| tokio::net::UdpSocket::from_std(socket)))
+                .map_err(|_| missing_driver("IO", "enable_io"))??
         };
         Self::start(handle, socket, config)
     }
@@ -107,14 +123,75 @@ impl UtpSocket {
         Ok(Self { inner })
     }
 
-    /// Open a connection to `remote`. Fails with `InvalidInput` for an unspecified or
-    /// multicast address, `ConnectionRefused` if the peer answers with a reset, `TimedOut`
-    /// if it never answers (after
+    /// Open a connection to `remote`: a `SocketAddr`, `"host:port"`, `(ip, port)`, ... —
+    /// anything [`tokio::net::ToSocketAddrs`] takes, like `TcpStream::connect`; names are
+    /// resolved with [`lookup_host`] and each address is tried in turn until one connects
+    /// (the last error otherwise). Fails with `InvalidInput` for an unspecified or multicast
+    /// address, `ConnectionRefused` if the peer answers with a reset (or, on Linux, its
+    /// port is closed), `TimedOut` if it never answers (after
     /// [`ConnectionConfig::max_syn_retransmits`](utp_proto::ConnectionConfig::max_syn_retransmits)).
     /// Cancel-safe: dropping the future abandons the attempt.
-    pub async fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
-        let stream = self.inner.connect(remote)?.await?;
-        Ok(UtpStream::new(stream))
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let server = utp_tokio::UtpSocket::bind("127.0.0.1:0").await?;
+    /// let client = utp_tokio::UtpSocket::bind("127.0.0.1:0").await?;
+    /// let port = server.local_addr()?.port();
+    /// let stream = client.connect(("localhost", port)).await?;
+    /// assert_eq!(stream.peer_addr()?.port(), port);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(&self, remote: impl ToSocketAddrs) -> io::Result<UtpStream> {
+        self.connect_resolved(remote, None).await
+    }
+
+    /// [`connect`](Self::connect) with this connection's own settings instead of the
+    /// socket's defaults ([`SocketConfig::connection_mut`]): Nagle, buffers, timeouts,
+    /// congestion control.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use utp_tokio::{ConnectionConfig, UtpSocket};
+    ///
+    /// let server = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let client = UtpSocket::bind("127.0.0.1:0").await?;
+    /// let mut config = ConnectionConfig::default();
+    /// config.nagle(false).send_buffer(4 << 20);
+    /// let stream = client.connect_with(server.local_addr()?, config).await?;
+    /// # drop(stream);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(
+        &self,
+        remote: impl ToSocketAddrs,
+        config: ConnectionConfig,
+    ) -> io::Result<UtpStream> {
+        self.connect_resolved(remote, Some(config)).await
+    }
+
+    async fn connect_resolved(
+        &self,
+        remote: impl ToSocketAddrs,
+        config: Option<ConnectionConfig>,
+    ) -> io::Result<UtpStream> {
+        let mut last = None;
+        for addr in lookup_host(remote).await? {
+            let connecting = match &config {
+                None => self.inner.connect(addr),
+                Some(config) => self.inner.connect_with(addr, config.clone()),
+            };
+            match async { connecting?.await }.await {
+                Ok(stream) => return Ok(UtpStream::new(stream)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            utp_io::Error::InvalidArgument("no address to connect to".into()).into()
+        }))
     }
 
     /// Wait for the next incoming connection and its peer's address. Fails with
@@ -126,7 +203,7 @@ impl UtpSocket {
 
     /// Receive the next datagram that was not uTP (DHT, tracker replies), truncated to
     /// `buf`'s length. Up to [`SocketConfig::datagram_queue`] wait here; more are dropped and
-    /// counted in [`SocketStats::raw_dropped`]. Cancel-safe.
+    /// counted in [`SocketStats::raw_dropped`](crate::SocketStats::raw_dropped). Cancel-safe.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         poll_fn(|cx| self.inner.poll_recv_datagram(cx, buf)).await
     }
@@ -137,22 +214,7 @@ impl UtpSocket {
         poll_fn(|cx| self.inner.poll_send_datagram(cx, buf, target)).await
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.local_addr())
-    }
-
-    /// Counters of the endpoint and the driver.
-    pub fn stats(&self) -> SocketStats {
-        self.inner.stats()
-    }
-
-    /// Stop accepting: `accept`, `connect` and the raw datagram calls fail with
-    /// `NotConnected` from now on, and incoming connections nobody accepted are reset. Open
-    /// streams carry on.
-    pub fn close(&self) {
-        self.inner.close();
-    }
+    utp_io::__socket_accessors!(inner);
 
     /// Shut down gracefully before the program exits: stop accepting (as
     /// [`close`](Self::close)), close every connection gracefully (streams still held too;
@@ -177,7 +239,34 @@ impl UtpSocket {
     }
 }
 
+/// The current runtime, if it has the time driver the socket's driver task needs.
 fn current_runtime() -> io::Result<tokio::runtime::Handle> {
-    tokio::runtime::Handle::try_current()
-        .map_err(|_| io::Error::other("a uTP socket must be created within a tokio runtime"))
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+        utp_io::Error::Runtime("a uTP socket must be created within a tokio runtime".into())
+    })?;
+    // tokio has no way to ask whether timers are enabled: a timer's first poll panics
+    // without them (tokio prints the panic message once). The driver task would panic the
+    // same way later, leaving every call on the socket hanging.
+    let has_time = {
+        let _enter = handle.enter();
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+            let _ = sleep
+                .as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()));
+        }))
+        .is_ok()
+    };
+    if !has_time {
+        return Err(missing_driver("time", "enable_time"));
+    }
+    Ok(handle)
+}
+
+fn missing_driver(what: &str, method: &str) -> io::Error {
+    utp_io::Error::Runtime(format!(
+        "a uTP socket needs a tokio runtime with {what} enabled: call `{method}` (or \
+         `enable_all`) on the runtime builder"
+    ))
+    .into()
 }

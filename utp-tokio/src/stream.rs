@@ -1,15 +1,13 @@
-//! [`UtpStream`] and its owned halves.
+//! [`UtpStream`], its owned halves and its borrowed halves.
 
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use utp_io::Stream;
-use utp_proto::ConnectionStats;
 
 /// A uTP connection: a reliable, ordered byte stream with tokio's [`AsyncRead`] and
 /// [`AsyncWrite`].
@@ -28,7 +26,41 @@ use utp_proto::ConnectionStats;
 ///   Await [`close`](Self::close) or [`UtpSocket::shutdown_gracefully`](crate::UtpSocket::shutdown_gracefully)
 ///   first.
 /// - Errors carry the usual kinds: `ConnectionReset` (peer reset), `TimedOut`
-///   (retransmissions exhausted), `ConnectionAborted` (after [`reset`](Self::reset)).
+///   (retransmissions exhausted), `ConnectionAborted` (after [`reset`](Self::reset)), and a
+///   [`utp_tokio::Error`](crate::Error) inside that names the outcome (the
+///   [table](crate#errors)). A peer's close reason is in
+///   [`peer_close_reason`](Self::peer_close_reason).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use utp_tokio::UtpSocket;
+///
+/// let server = UtpSocket::bind("127.0.0.1:0").await?;
+/// let client = UtpSocket::bind("127.0.0.1:0").await?;
+/// let mut stream = client.connect(server.local_addr()?).await?;
+/// let (mut accepted, _) = server.accept().await?;
+///
+/// // Borrowed halves: read and write concurrently in one task, stats on either half.
+/// let (mut rd, mut wr) = stream.split();
+/// wr.write_all(b"hi").await?;
+/// accepted.write_all(b"yo").await?;
+/// let mut buf = [0u8; 2];
+/// rd.read_exact(&mut buf).await?;
+/// assert_eq!(&buf, b"yo");
+/// assert!(wr.stats().unwrap().bytes_sent >= 2);
+///
+/// // "torrent removed", libtorrent's close reason 2, reaches the peer with our FIN.
+/// stream.set_close_reason(2);
+/// stream.close().await?;
+/// let mut rest = Vec::new();
+/// accepted.read_to_end(&mut rest).await?;
+/// assert_eq!(rest, b"hi");
+/// assert_eq!(accepted.peer_close_reason(), Some(2));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct UtpStream {
     inner: Arc<Stream>,
@@ -41,27 +73,7 @@ impl UtpStream {
         }
     }
 
-    /// The peer's address (IPv4-mapped addresses reported as IPv4).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.peer_addr())
-    }
-
-    /// The local socket's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.local_addr())
-    }
-
-    /// The connection's counters and estimates (RTT, window, retransmissions); `None` after
-    /// [`reset`](Self::reset).
-    pub fn stats(&self) -> Option<ConnectionStats> {
-        self.inner.stats()
-    }
-
-    /// Abort: send `ST_RESET` and drop buffered data both ways. Later reads and writes fail
-    /// with `ConnectionAborted`; the peer's fail with `ConnectionReset`.
-    pub fn reset(&self) {
-        self.inner.reset();
-    }
+    utp_io::__stream_accessors!(inner);
 
     /// Close gracefully and wait: send a FIN after everything written (as `shutdown` does),
     /// then return once the peer acknowledged every byte and the FIN. Reading still works.
@@ -73,6 +85,16 @@ impl UtpStream {
     /// exits. Cancel-safe: the FIN is sent either way.
     pub async fn close(&self) -> io::Result<()> {
         poll_fn(|cx| self.inner.poll_close(cx)).await
+    }
+
+    /// Split into borrowed halves, to read and write at once within one task (like
+    /// `TcpStream::split`). Dropping the write half does not send a FIN; `shutdown` on it
+    /// does.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        (
+            ReadHalf { inner: &self.inner },
+            WriteHalf { inner: &self.inner },
+        )
     }
 
     /// Split into halves that can move to different tasks. Dropping the write half sends a
@@ -125,10 +147,7 @@ pub struct OwnedReadHalf {
 }
 
 impl OwnedReadHalf {
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.peer_addr())
-    }
+    utp_io::__stream_getters!(inner);
 }
 
 impl AsyncRead for OwnedReadHalf {
@@ -150,10 +169,7 @@ pub struct OwnedWriteHalf {
 }
 
 impl OwnedWriteHalf {
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.peer_addr())
-    }
+    utp_io::__stream_getters!(inner);
 
     /// [`UtpStream::close`]: FIN after everything written, then wait until the peer
     /// acknowledged all of it. The read half keeps reading.
@@ -187,6 +203,60 @@ impl Drop for OwnedWriteHalf {
             // Errors mean the connection is gone already: nothing left to finish.
             let _ = self.inner.shutdown();
         }
+    }
+}
+
+/// The reading half of a [`UtpStream`], borrowed by [`UtpStream::split`].
+#[derive(Debug)]
+pub struct ReadHalf<'a> {
+    inner: &'a Stream,
+}
+
+impl ReadHalf<'_> {
+    utp_io::__stream_getters!(inner);
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        poll_read(self.inner, cx, buf)
+    }
+}
+
+/// The writing half of a [`UtpStream`], borrowed by [`UtpStream::split`]. `shutdown` sends
+/// a FIN; dropping it does not.
+#[derive(Debug)]
+pub struct WriteHalf<'a> {
+    inner: &'a Stream,
+}
+
+impl WriteHalf<'_> {
+    utp_io::__stream_getters!(inner);
+
+    /// [`UtpStream::close`] through the borrowed half.
+    pub async fn close(&self) -> io::Result<()> {
+        poll_fn(|cx| self.inner.poll_close(cx)).await
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_shutdown(cx)
     }
 }
 

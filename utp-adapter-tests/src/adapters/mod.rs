@@ -62,6 +62,26 @@ macro_rules! forward_to_the_api {
             socket.connect(remote)$(.$aw)?
         }
 
+        async fn connect_host(
+            socket: &Self::Socket,
+            host: &'static str,
+            port: u16,
+        ) -> io::Result<Self::Stream> {
+            socket.connect((host, port))$(.$aw)?
+        }
+
+        async fn connect_with(
+            socket: &Self::Socket,
+            remote: SocketAddr,
+            config: utp_proto::ConnectionConfig,
+        ) -> io::Result<Self::Stream> {
+            socket.connect_with(remote, config)$(.$aw)?
+        }
+
+        fn connections(socket: &Self::Socket) -> Vec<utp_io::ConnectionInfo> {
+            socket.connections()
+        }
+
         async fn accept(socket: &Self::Socket) -> io::Result<(Self::Stream, SocketAddr)> {
             socket.accept()$(.$aw)?
         }
@@ -87,6 +107,18 @@ macro_rules! forward_to_the_api {
 
         fn reset(stream: &Self::Stream) {
             stream.reset();
+        }
+
+        fn set_close_reason(stream: &Self::Stream, reason: u16) {
+            stream.set_close_reason(reason);
+        }
+
+        fn peer_close_reason(stream: &Self::Stream) -> Option<u16> {
+            stream.peer_close_reason()
+        }
+
+        fn take_error(stream: &Self::Stream) -> io::Result<Option<io::Error>> {
+            stream.take_error()
         }
     };
 }

@@ -3,14 +3,21 @@
 use std::time::Duration;
 
 /// A snapshot of one connection's counters and estimates.
+///
+/// With the `serde` feature it implements `Serialize`; durations serialize as seconds
+/// (`f64`), absent values as `null`.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ConnectionStats {
     /// Smoothed round-trip time, once a sample arrived.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serde_secs::option"))]
     pub rtt: Option<Duration>,
     /// Smallest round-trip time seen.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serde_secs::option"))]
     pub min_rtt: Option<Duration>,
     /// Current retransmission timeout, backoff included.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serde_secs::plain"))]
     pub rto: Duration,
     /// Congestion window in bytes.
     pub cwnd: usize,
@@ -69,4 +76,45 @@ pub struct ConnectionStats {
     /// The close reason the peer sent last (libtorrent's extension 3: its `close_reason_t`,
     /// e.g. 2 torrent removed, 6 upload to upload).
     pub peer_close_reason: Option<u16>,
+}
+
+/// Durations as seconds, the unit metrics systems expect (Prometheus' base unit).
+#[cfg(feature = "serde")]
+mod serde_secs {
+    use std::time::Duration;
+
+    pub(super) fn plain<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn option<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_serialize_with_durations_in_seconds() {
+        let stats = ConnectionStats {
+            rtt: Some(Duration::from_millis(25)),
+            rto: Duration::from_secs(1),
+            peer_close_reason: Some(2),
+            ..ConnectionStats::default()
+        };
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["rtt"], 0.025);
+        assert_eq!(json["min_rtt"], serde_json::Value::Null);
+        assert_eq!(json["rto"], 1.0);
+        assert_eq!(json["peer_close_reason"], 2);
+        assert_eq!(json["packets_sent"], 0);
+    }
 }

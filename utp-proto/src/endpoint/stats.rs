@@ -3,8 +3,10 @@
 #[cfg(doc)]
 use super::Endpoint;
 
-/// Endpoint-wide counters; every dropped datagram is counted under one reason.
+/// Endpoint-wide counters; every dropped datagram is counted under one reason. `Serialize`
+/// with the `serde` feature.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct EndpointStats {
     /// Datagrams passed to `handle_datagram`.
@@ -70,7 +72,10 @@ pub struct EndpointStats {
 /// [`ConnectionConfig::max_receive_window`](crate::ConnectionConfig::max_receive_window));
 /// `time_wait_entries <=
 /// max_connections`; `stray_replies <= 64`; `reset_memory_entries <= 1000`.
+///
+/// `Serialize` with the `serde` feature.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ResourceUsage {
     /// Connections held, in any state.
