@@ -62,6 +62,15 @@ fn refused_connection_exits_3() {
 }
 
 #[test]
+fn unresolvable_name_exits_1_and_a_name_with_n_exits_2() {
+    let out = utp(&["no-such-host.invalid", "4000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("utp: error: "));
+    let out = utp(&["-n", "localhost", "4000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_prefix() {
     for args in [
         &[][..],
