@@ -346,6 +346,7 @@ pub struct EndpointConfig {
     pub(crate) reset_unknown: bool,
     pub(crate) max_resets_per_second: u32,
     pub(crate) time_wait: Duration,
+    pub(crate) buffer_budget: usize,
 }
 
 impl EndpointConfig {
@@ -403,6 +404,20 @@ impl EndpointConfig {
         self
     }
 
+    /// Buffer growth for all connections together (default 256 MiB), like Linux's
+    /// `tcp_mem`: send buffers and receive windows grow past their starting sizes (up to
+    /// [`ConnectionConfig::max_send_buffer`] and
+    /// [`ConnectionConfig::max_receive_window`]) only into what is left of this after the
+    /// sum of every connection's buffer sizes. One fast connection may use most of it; a
+    /// crowd of them, or a peer that drives many connections' windows up, stops at it
+    /// instead of at `max_connections` times the per-connection maxima. Starting sizes are
+    /// always granted, so the sum is at most the larger of this and the connections'
+    /// starting sizes.
+    pub fn buffer_budget(&mut self, bytes: usize) -> &mut Self {
+        self.buffer_budget = bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.connection.validate()?;
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
@@ -422,6 +437,7 @@ impl Default for EndpointConfig {
             reset_unknown: true,
             max_resets_per_second: 100,
             time_wait: Duration::from_secs(60),
+            buffer_budget: 256 << 20,
         }
     }
 }

@@ -171,3 +171,48 @@ fn raised_maxima_fill_1_gbit_at_100_ms() {
     assert!(o.peak_slots <= 0x7fff, "{o:?}");
     assert_eq!(o.timeouts, 0, "{o:?}");
 }
+
+/// The endpoint-wide buffer budget (Linux's `tcp_mem`): with 4 MiB for all connections, the
+/// 100 Mbit/s, 300 ms flow that grows to 8 MiB buffers by default holds no more than the
+/// budget, and still runs (at the window the budget allows).
+#[test]
+fn the_endpoint_budget_caps_buffer_growth() {
+    init_tracing();
+    let rtt = ms(300);
+    let config = DumbbellConfig::new(100_000_000, rtt, ms(200)).with_bin(rtt / 4);
+    let mut flow = FlowConfig::new("flow", Arc::new(LedbatConfig::default()));
+    let mut endpoint = EndpointConfig::default();
+    endpoint.buffer_budget(4 * MIB);
+    flow.sender = endpoint.clone();
+    flow.receiver = endpoint;
+    let mut net = Dumbbell::new(config, vec![flow], SEED);
+    let (mut peak_send, mut peak_receive, mut peak_advertised) = (0, 0, 0);
+    let mut t = Duration::ZERO;
+    while t < Duration::from_secs(15) {
+        t += rtt / 4;
+        net.run_until(t);
+        let (s, r) = net.resource_usage(0);
+        peak_send = peak_send.max(s.max_send_buffered_bytes);
+        peak_receive = peak_receive.max(r.max_receive_buffered_bytes);
+        if let Some(st) = net.receiver_stats(0) {
+            peak_advertised = peak_advertised.max(st.advertised_window);
+        }
+    }
+    let goodput = net.goodput(0, Duration::from_secs(5), Duration::from_secs(15));
+    println!(
+        "budget 4 MiB: held send {:.2} MiB, receive {:.2} MiB, advertised {:.2} MiB; \
+         goodput {:.1} Mbit/s",
+        peak_send as f64 / MIB as f64,
+        peak_receive as f64 / MIB as f64,
+        peak_advertised as f64 / MIB as f64,
+        goodput * 8e-6
+    );
+    // Send buffer and receive window start at 1 MiB each; growth shares the other 2 MiB.
+    assert!(peak_send <= 3 * MIB, "{peak_send}");
+    assert!(peak_advertised <= 3 * MIB, "{peak_advertised}");
+    assert!(
+        peak_advertised > MIB,
+        "the receive window grew within the budget"
+    );
+    assert!(goodput > 1e6, "the flow still runs: {goodput} B/s");
+}

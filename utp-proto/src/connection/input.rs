@@ -172,7 +172,9 @@ impl Connection {
                 let result = self.recv.insert(h.seq_nr, packet.payload(), false);
                 self.on_inserted(result);
                 let rtt = [self.rtt.get(), self.timestamp_rtt(h.timestamp_difference)];
+                let before = self.buffer_capacity();
                 self.recv.autotune(now, rtt.into_iter().flatten().min());
+                self.spend_growth_room(before);
             }
             PacketType::Fin => {
                 // Payload on a FIN is dropped, as libtorrent does (LS:2841-2859).
@@ -444,7 +446,9 @@ impl Connection {
                 mss,
             };
             self.cc.on_ack(now, &ev);
+            let before = self.buffer_capacity();
             self.send.grow_for_window(self.cc.window());
+            self.spend_growth_room(before);
             self.cwnd_blocked = false;
         }
         if newly_acked_fin {

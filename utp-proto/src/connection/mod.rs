@@ -528,6 +528,24 @@ impl Connection {
         u.pending_connection_events += self.events.len();
     }
 
+    /// Bytes the send buffer and the receive window may hold now.
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.send.capacity() + self.recv.capacity()
+    }
+
+    /// How many bytes the endpoint's buffer budget lets this connection's buffers grow by.
+    pub(crate) fn set_growth_room(&mut self, bytes: usize) {
+        self.send.growth_room = bytes;
+        self.recv.growth_room = bytes;
+    }
+
+    /// The buffers grew from `before` bytes: what is left of the room is shared by both.
+    fn spend_growth_room(&mut self, before: usize) {
+        let grown = self.buffer_capacity().saturating_sub(before);
+        self.send.growth_room = self.send.growth_room.saturating_sub(grown);
+        self.recv.growth_room = self.recv.growth_room.saturating_sub(grown);
+    }
+
     /// Bytes waiting to be read.
     pub(crate) fn readable(&self) -> usize {
         self.recv.readable()

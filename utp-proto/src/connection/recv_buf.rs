@@ -41,6 +41,8 @@ pub(crate) struct RecvBuffer {
     reorder_bytes: usize,
     ack_nr: SeqNr,
     capacity: usize,
+    /// Bytes the endpoint's buffer budget lets this buffer grow by now.
+    pub(crate) growth_room: usize,
     slack: usize,
     max_reorder: u16,
     fin: Option<SeqNr>,
@@ -102,6 +104,7 @@ impl RecvBuffer {
             reorder_bytes: 0,
             ack_nr,
             capacity,
+            growth_room: usize::MAX,
             slack,
             max_reorder,
             fin: None,
@@ -134,7 +137,6 @@ impl RecvBuffer {
     }
 
     /// The current buffer size (what an empty buffer advertises).
-    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
@@ -179,7 +181,7 @@ impl RecvBuffer {
 
     fn right_size(&mut self, now: Instant, srtt: Option<Duration>) {
         let t = &mut self.tuning;
-        if self.discard || self.capacity >= t.max {
+        if self.discard || self.capacity >= t.max || self.growth_room == 0 {
             return;
         }
         let Some(rtt) = [t.rtt, srtt].into_iter().flatten().min() else {
@@ -200,7 +202,10 @@ impl RecvBuffer {
             // cannot open the whole maximum at once.
             let growth = (copied - t.space).min(t.space.max(1));
             win += 2 * win * growth as u128 / t.space.max(1) as u128;
-            let win = usize::try_from(win).unwrap_or(usize::MAX).min(t.max);
+            let win = usize::try_from(win)
+                .unwrap_or(usize::MAX)
+                .min(t.max)
+                .min(self.capacity.saturating_add(self.growth_room));
             self.capacity = self.capacity.max(win);
             t.space = copied;
         }

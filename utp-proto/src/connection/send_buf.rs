@@ -53,6 +53,8 @@ pub(crate) struct SendBuffer {
     capacity: usize,
     /// The largest `capacity` may grow to.
     max_capacity: usize,
+    /// Bytes the endpoint's buffer budget lets this buffer grow by now.
+    pub(crate) growth_room: usize,
     records: VecDeque<SentPacket>,
     /// Sequence number of `records[0]` (or the next to use when empty).
     first_seq: SeqNr,
@@ -70,6 +72,7 @@ impl SendBuffer {
             unsent: 0,
             capacity,
             max_capacity: max_capacity.max(capacity),
+            growth_room: usize::MAX,
             records: VecDeque::new(),
             first_seq: next_seq,
             in_flight_bytes: 0,
@@ -95,7 +98,10 @@ impl SendBuffer {
     /// window full (Linux's `tcp_sndbuf_expand`). It never shrinks: bytes already written
     /// stay.
     pub(crate) fn grow_for_window(&mut self, cwnd: usize) {
-        let want = cwnd.saturating_mul(2).min(self.max_capacity);
+        let want = cwnd
+            .saturating_mul(2)
+            .min(self.max_capacity)
+            .min(self.capacity.saturating_add(self.growth_room));
         self.capacity = self.capacity.max(want);
     }
 

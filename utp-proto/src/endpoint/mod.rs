@@ -64,6 +64,10 @@ pub struct Endpoint {
     /// Datagrams the endpoint itself sends (resets to strays).
     stray_replies: VecDeque<(SocketAddr, Header)>,
     events: VecDeque<(ConnectionHandle, Event)>,
+    /// Per slot: the buffer sizes last seen, and their sum over all connections (the
+    /// buffer budget's measure).
+    buffer_sizes: Vec<usize>,
+    buffer_total: usize,
     resets: ResetLimiter,
     time_wait: TimeWait,
     stats: EndpointStats,
@@ -122,6 +126,8 @@ impl Endpoint {
             queued: Vec::new(),
             stray_replies: VecDeque::new(),
             events: VecDeque::new(),
+            buffer_sizes: Vec::new(),
+            buffer_total: 0,
             stats: EndpointStats::default(),
         })
     }
@@ -501,6 +507,7 @@ impl Endpoint {
             None => {
                 self.connections.push(Some(conn));
                 self.armed.push(None);
+                self.buffer_sizes.push(0);
                 self.queued.push(false);
                 self.connections.len() - 1
             }
@@ -530,6 +537,10 @@ impl Endpoint {
         }
         let deadline = conn.poll_timeout();
         let drained = conn.is_drained();
+        let size = conn.buffer_capacity();
+        self.buffer_total = self.buffer_total - self.buffer_sizes[slot] + size;
+        self.buffer_sizes[slot] = size;
+        conn.set_growth_room(self.config.buffer_budget.saturating_sub(self.buffer_total));
         if !conn.is_unverified() || drained {
             self.backlog.remove(slot);
         }
@@ -555,6 +566,7 @@ impl Endpoint {
             let key = (conn.remote(), conn.recv_id());
             self.time_wait.insert(now, key, entry);
         }
+        self.buffer_total -= std::mem::take(&mut self.buffer_sizes[slot]);
         if let Some(at) = self.armed[slot].take() {
             self.timers.remove(&(at, slot));
         }
