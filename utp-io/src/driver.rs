@@ -58,6 +58,8 @@ pub(crate) struct Driver {
     sent: usize,
     /// Results of socket calls made without the lock, applied at the next lock.
     io: IoResults,
+    /// Readers and writers made ready under the lock, woken after it.
+    wakes: Vec<std::task::Waker>,
     finished: bool,
     /// [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment): DF is on for
     /// the socket, and datagrams the core marks fragmentable need it turned off.
@@ -121,6 +123,7 @@ impl Driver {
             queued: 0,
             sent: 0,
             io: IoResults::default(),
+            wakes: Vec::new(),
             finished: false,
             dont_fragment,
         }
@@ -407,7 +410,10 @@ impl Future for Driver {
         // Nothing can use the socket any more; the driver ends once what it collected (the
         // final ACKs of the last connections) has gone out.
         let finished = state.is_finished();
+        state.take_wakes(&mut this.wakes);
         if finished && this.queued == 0 {
+            drop(state);
+            this.wake_ready();
             return this.finish();
         }
         let deadline = match (state.endpoint.poll_timeout(), state.lingering.first()) {
@@ -415,6 +421,9 @@ impl Future for Driver {
             (a, b) => a.or(b.map(|&(t, _)| t)),
         };
         drop(state);
+        // Readers and writers run while this sends: a writer refills the send buffer, which
+        // the window just collected from has no room for, so it does not wake us again.
+        this.wake_ready();
 
         this.flush(cx);
         if finished && this.queued == 0 {
@@ -451,6 +460,13 @@ impl Future for Driver {
 }
 
 impl Driver {
+    /// Wake the readers and writers made ready under the lock (called without it).
+    fn wake_ready(&mut self) {
+        for w in self.wakes.drain(..) {
+            w.wake();
+        }
+    }
+
     fn finish(&mut self) -> Poll<()> {
         debug!("uTP driver finished");
         self.finished = true;

@@ -150,6 +150,9 @@ pub(crate) struct State {
     driver_waker: Option<Waker>,
     /// The driver was woken and has not run since: no need to wake it again.
     driver_notified: bool,
+    /// Blocked readers and writers the driver wakes once it let go of the lock, so they do
+    /// not wake only to wait for it ([`take_wakes`](Self::take_wakes)).
+    wake_later: Vec<Waker>,
     /// Released connections by the time their graceful close gives up.
     pub(crate) lingering: BTreeSet<(Instant, ConnectionHandle)>,
     /// No more accepts, connects or raw datagrams (`close`, or every handle dropped).
@@ -194,6 +197,7 @@ impl State {
             raw_out_wakers: Vec::new(),
             driver_waker: None,
             driver_notified: false,
+            wake_later: Vec::new(),
             lingering: BTreeSet::new(),
             closed: false,
             handles_dropped: false,
@@ -227,6 +231,36 @@ impl State {
                 w.wake_by_ref();
             }
         }
+    }
+
+    /// Whether a write to `ch` needs the driver now. Not while the congestion (or the
+    /// peer's) window has no room for another packet and data is in flight: the
+    /// acknowledgement that opens it wakes the driver, which then sends what was written.
+    /// A bulk sender writes mostly into a full window, so this saves a cross-thread wake-up
+    /// (on the blocking adapter: a datagram to itself) per write (#17).
+    pub(crate) fn write_needs_driver(&self, ch: ConnectionHandle) -> bool {
+        let Some(s) = self.endpoint.connection_stats(ch) else {
+            return true;
+        };
+        s.bytes_in_flight == 0 || s.bytes_in_flight + s.packet_size <= s.cwnd.min(s.peer_window)
+    }
+
+    /// Whether a read of `ch` may have opened a window the peer waits for: the window we
+    /// advertise is under two packets or smaller than what waits unread. Otherwise the
+    /// peer is not held up by it, and the next data packet (which wakes the driver) is
+    /// acknowledged with the larger window (#17).
+    pub(crate) fn read_needs_driver(&self, ch: ConnectionHandle) -> bool {
+        let Some(s) = self.endpoint.connection_stats(ch) else {
+            return true;
+        };
+        s.advertised_window < 2 * s.packet_size
+            || s.advertised_window <= self.endpoint.readable_bytes(ch)
+    }
+
+    /// Move the wakers of readers and writers the driver made ready into `into`, to be woken
+    /// after unlocking.
+    pub(crate) fn take_wakes(&mut self, into: &mut Vec<Waker>) {
+        into.append(&mut self.wake_later);
     }
 
     // ----- addresses -----------------------------------------------------------------------
@@ -296,6 +330,9 @@ impl State {
     }
 
     pub(crate) fn wake_all(&mut self) {
+        for w in self.wake_later.drain(..) {
+            w.wake();
+        }
         for (_, w) in self.blocked_readers.drain() {
             w.wake();
         }
@@ -519,12 +556,12 @@ impl State {
                 Event::Incoming { remote } => self.on_incoming(ch, remote, now),
                 Event::Readable | Event::PeerFinished => {
                     if let Some(w) = self.blocked_readers.remove(&ch) {
-                        w.wake();
+                        self.wake_later.push(w);
                     }
                 }
                 Event::Writable => {
                     if let Some(w) = self.blocked_writers.remove(&ch) {
-                        w.wake();
+                        self.wake_later.push(w);
                     }
                 }
                 Event::WriteFinished => {

@@ -101,8 +101,9 @@ impl Stream {
         }
         match state.endpoint.read(self.ch, buf) {
             Ok(n) => {
-                if n > 0 {
-                    // Reading opens the receive window; the driver may owe the peer an ACK.
+                if n > 0 && state.read_needs_driver(self.ch) {
+                    // Reading opened a window the peer may wait for: the driver owes it an
+                    // ACK.
                     state.wake_driver();
                 }
                 Poll::Ready(Ok(n))
@@ -128,7 +129,9 @@ impl Stream {
         }
         match state.endpoint.write(self.ch, buf) {
             Ok(n) => {
-                state.wake_driver();
+                if state.write_needs_driver(self.ch) {
+                    state.wake_driver();
+                }
                 Poll::Ready(Ok(n))
             }
             Err(WriteError::Blocked) => {
