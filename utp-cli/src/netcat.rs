@@ -166,7 +166,8 @@ async fn run(args: Args) -> io::Result<()> {
 /// Longest wait for the close handshake after both directions finished.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// With `-dd`: the socket's packet counters once a second (never returns).
+/// With `-dd`: once a second, each connection's congestion state and loss counters, and the
+/// socket's datagram counters (never returns).
 async fn trace_socket_stats(socket: &UtpSocket) {
     if !tracing::enabled!(tracing::Level::TRACE) {
         return std::future::pending().await;
@@ -175,6 +176,25 @@ async fn trace_socket_stats(socket: &UtpSocket) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        for c in socket.connections() {
+            let s = c.stats;
+            tracing::trace!(
+                id = c.id,
+                remote = %c.remote,
+                cwnd = s.cwnd,
+                in_flight = s.bytes_in_flight,
+                peer_window = s.peer_window,
+                rtt = ?s.rtt,
+                rto = ?s.rto,
+                packet_size = s.packet_size,
+                bytes_sent = s.bytes_sent,
+                bytes_received = s.bytes_received,
+                retransmits = s.retransmits,
+                timeouts = s.timeouts,
+                congestion_events = s.congestion_events,
+                "connection"
+            );
+        }
         let s = socket.stats();
         tracing::trace!(
             datagrams_sent = s.datagrams_sent,
