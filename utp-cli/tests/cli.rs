@@ -4,6 +4,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 const UTP: &str = env!("CARGO_BIN_EXE_utp");
 
@@ -107,30 +110,62 @@ fn debug_log_into_a_pipe_has_no_colour_and_no_repeated_line() {
     assert_eq!(lines.len(), all, "a line logged twice: {err}");
 }
 
-#[test]
-fn netcat_with_ledbat_plus_plus_moves_bytes() {
+/// A `utp -l -p 0` listener, the port it printed, and the rest of its stderr lines.
+fn listen(extra: &[&str]) -> (std::process::Child, String, mpsc::Receiver<String>) {
     let mut listener = Command::new(UTP)
-        .args([
-            "--controller",
-            "ledbat++",
-            "-l",
-            "-p",
-            "0",
-            "-s",
-            "127.0.0.1",
-        ])
+        .args(extra)
+        .args(["-l", "-p", "0", "-s", "127.0.0.1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn listener");
-    let mut lines = BufReader::new(listener.stderr.take().expect("stderr")).lines();
+    let stderr = listener.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let port = loop {
-        let line = lines.next().expect("listening line").expect("utf-8");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("listening line");
         if let Some(addr) = line.strip_prefix("listening on ") {
             break addr.rsplit(':').next().expect("port").to_string();
         }
     };
+    (listener, port, rx)
+}
+
+#[test]
+fn reset_by_the_peer_exits_5() {
+    let (listener, port, lines) = listen(&[]);
+    // The testbed sender resets its flow at the deadline.
+    let sender = utp(&[
+        "testbed-send",
+        "--utp",
+        "--to",
+        &format!("127.0.0.1:{port}"),
+        "--duration",
+        "300ms",
+    ]);
+    assert!(sender.status.success(), "{}", stderr(&sender));
+    let out = listener.wait_with_output().expect("listener");
+    // The reader thread ends at EOF, which the exit brings.
+    let err: String = lines.iter().collect::<Vec<_>>().join("\n");
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("utp: error: ") && err.contains("reset"),
+        "{err}"
+    );
+}
+
+#[test]
+fn netcat_with_ledbat_plus_plus_moves_bytes() {
+    let (listener, port, _stderr) = listen(&["--controller", "ledbat++"]);
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
     let mut sender = Command::new(UTP)
         .args([
