@@ -28,6 +28,10 @@ pub(crate) struct Args {
     /// Numeric addresses only: no name resolution.
     #[arg(short = 'n')]
     numeric: bool,
+    /// Give up connecting after this many seconds (exit status 4); default: the SYN retries
+    /// run out (about 15 s).
+    #[arg(short = 'w', value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    wait: Option<u64>,
     /// Congestion controller for what this side sends.
     #[arg(long, value_enum, default_value_t = Controller::Ledbat)]
     controller: Controller,
@@ -59,6 +63,7 @@ impl Args {
             || self.source.is_some()
             || self.buffer.is_some()
             || self.numeric
+            || self.wait.is_some()
             || self.controller != Controller::Ledbat
             || self.packet_size.is_some()
             || self.socket_buffer_kib.is_some()
@@ -124,10 +129,14 @@ async fn run(args: Args) -> io::Result<()> {
             IpAddr::from([0, 0, 0, 0])
         });
         let socket = bind(SocketAddr::new(ip, args.local_port.unwrap_or(0)), config).await?;
-        let stream = socket
-            .connect(remote)
-            .await
-            .map_err(|e| annotate(e, remote))?;
+        let connect = socket.connect(remote);
+        let stream = match args.wait {
+            Some(secs) => tokio::time::timeout(Duration::from_secs(secs), connect)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            None => connect.await,
+        }
+        .map_err(|e| annotate(e, remote))?;
         (socket, stream)
     };
     let peer = stream.peer_addr()?;

@@ -74,6 +74,20 @@ fn unresolvable_name_exits_1_and_a_name_with_n_exits_2() {
 }
 
 #[test]
+fn connect_to_a_silent_peer_exits_4_after_w() {
+    // Bound, never answers: the SYNs go unanswered and no ICMP comes back.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port().to_string();
+    let out = utp(&["-w", "1", "127.0.0.1", &port]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.starts_with("utp: error: ") && err.contains("timed out"),
+        "{err}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_prefix() {
     for args in [
         &[][..],
@@ -81,6 +95,7 @@ fn usage_errors_exit_2_with_one_prefix() {
         &["127.0.0.1"],
         &["--controller", "cubic", "127.0.0.1", "4000"],
         &["127.0.0.1", "not-a-port"],
+        &["-w", "0", "127.0.0.1", "4000"],
         &["-l", "-p", "4000", "bench"],
         &["bench", "--no-such-option"],
     ] {
