@@ -284,8 +284,8 @@ fn table(controller: Controller, rows: &[Row]) -> String {
         "util %",
         "qdelay ms",
         "p95 ms",
-        "uTP Mb/s",
-        "TCP Mb/s",
+        "uTP Mbit/s",
+        "TCP Mbit/s",
         "uTP share",
         "drops",
     );
