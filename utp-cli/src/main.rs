@@ -9,8 +9,9 @@
 //!
 //! The netcat flags are libutp's `ucat` flags, so scripts written for it keep working:
 //! `-l` listen, `-p` local port, `-s` source address, `-B` receive buffer (window) size,
-//! `-n` no name resolution, `-d` debug logging (twice for trace). Long options add what
-//! `utp bench` can also set (`--controller`, `--packet-size`, `--socket-buffer-kib`).
+//! `-n` no name resolution, `-d` debug logging (twice for trace); `-w` (connect timeout) as in
+//! nc. Long options add what `utp bench` can also set (`--controller`, `--packet-size`,
+//! `--socket-buffer-kib`) and `--dont-fragment`.
 //!
 //! Netcat exits once both directions are done: everything it sent was acknowledged (the
 //! stream's `close`) and the peer finished; then the socket's `shutdown_gracefully` lets the
