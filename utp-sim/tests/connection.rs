@@ -993,7 +993,7 @@ fn fast_retransmit_keeps_working_across_sequence_number_wraps() {
     pair.set_filter(move |dir, _, bytes| {
         if dir == Direction::ClientToServer && packet_type(bytes) == Some(PacketType::Data) {
             data += 1;
-            if data % 40_000 == 0 {
+            if data.is_multiple_of(40_000) {
                 dropped += 1;
                 *d2.borrow_mut() = dropped;
                 return Verdict::Drop;

@@ -42,10 +42,10 @@ fn run(
         if !pair.step() {
             break;
         }
-        if let Some(s) = pair.client.endpoint.connection_stats(ch) {
-            if sizes.last().is_none_or(|&(_, size)| size != s.packet_size) {
-                sizes.push((pair.elapsed(), s.packet_size));
-            }
+        if let Some(s) = pair.client.endpoint.connection_stats(ch)
+            && sizes.last().is_none_or(|&(_, size)| size != s.packet_size)
+        {
+            sizes.push((pair.elapsed(), s.packet_size));
         }
         let received = pair.server.app.received.len();
         if received != last_received {
@@ -53,13 +53,14 @@ fn run(
             last_progress = pair.now;
             last_received = received;
         }
-        if let Some((after, new_limit)) = shrink_to {
-            if !shrunk && received >= after {
-                shrunk = true;
-                for link in [&mut pair.to_server, &mut pair.to_client] {
-                    let c = link.config().clone().with_mtu(new_limit);
-                    link.set_config(c);
-                }
+        if let Some((after, new_limit)) = shrink_to
+            && !shrunk
+            && received >= after
+        {
+            shrunk = true;
+            for link in [&mut pair.to_server, &mut pair.to_client] {
+                let c = link.config().clone().with_mtu(new_limit);
+                link.set_config(c);
             }
         }
     }

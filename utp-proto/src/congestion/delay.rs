@@ -121,13 +121,13 @@ impl DelayEstimator {
         self.last_raw = raw;
         self.last_value = value;
         self.last_at = at;
-        if self.config.drift {
-            if let Some(rtt) = rtt {
-                self.drift.on_offset(Point {
-                    at,
-                    value: value - micros(rtt),
-                });
-            }
+        if self.config.drift
+            && let Some(rtt) = rtt
+        {
+            self.drift.on_offset(Point {
+                at,
+                value: value - micros(rtt),
+            });
         }
         let point = Point { at, value };
 
@@ -147,10 +147,10 @@ impl DelayEstimator {
             }
             self.buckets.push_back(point);
             self.bucket_start = Some(now);
-        } else if let Some(last) = self.buckets.back_mut() {
-            if self.drift.deskew(point) < self.drift.deskew(*last) {
-                *last = point;
-            }
+        } else if let Some(last) = self.buckets.back_mut()
+            && self.drift.deskew(point) < self.drift.deskew(*last)
+        {
+            *last = point;
         }
     }
 

@@ -374,10 +374,10 @@ impl Controller for Ledbat {
         match event {
             CongestionEvent::Loss { .. } => {
                 // RFC 6817 §2.4.1: at most once per RTT.
-                if let (Some(cut), Some(srtt)) = (self.last_cut, self.rtt.get()) {
-                    if now.saturating_duration_since(cut) < srtt {
-                        return;
-                    }
+                if let (Some(cut), Some(srtt)) = (self.last_cut, self.rtt.get())
+                    && now.saturating_duration_since(cut) < srtt
+                {
+                    return;
                 }
                 let half = (self.cwnd / 2.0).max(self.min_window());
                 self.cwnd = match (self.slow_start, self.slow_start_bdp()) {

@@ -359,10 +359,10 @@ impl Controller for LedbatPlusPlus {
                 if matches!(self.phase, Phase::Frozen { .. }) {
                     return; // already at the minimum
                 }
-                if let (Some(cut), Some(srtt)) = (self.last_cut, self.rtt.get()) {
-                    if now.saturating_duration_since(cut) < srtt {
-                        return;
-                    }
+                if let (Some(cut), Some(srtt)) = (self.last_cut, self.rtt.get())
+                    && now.saturating_duration_since(cut) < srtt
+                {
+                    return;
                 }
                 self.cwnd = (self.cwnd / 2.0).max(self.min_window());
                 self.last_cut = Some(now);

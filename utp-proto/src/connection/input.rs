@@ -421,11 +421,10 @@ impl Connection {
             }
         }
 
-        if let Some(end) = self.recovery_end {
-            if !self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0 {
+        if let Some(end) = self.recovery_end
+            && (!self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0) {
                 self.recovery_end = None;
             }
-        }
         if let Some(s) = rtt_sample {
             self.rtt.update(s);
         }

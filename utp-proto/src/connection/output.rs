@@ -15,11 +15,10 @@ impl Connection {
         let t = self.next_datagram(now, buf)?;
         self.stats.packets_sent += 1;
         self.last_sent = now;
-        if let Some(k) = self.config.keepalive {
-            if matches!(self.state, State::Connected) {
+        if let Some(k) = self.config.keepalive
+            && matches!(self.state, State::Connected) {
                 self.timers.set(Timer::Keepalive, now + k);
             }
-        }
         Some(t)
     }
 

@@ -250,11 +250,10 @@ impl RecvBuffer {
         if !seq.is_after(self.ack_nr) {
             return Insert::Duplicate;
         }
-        if let Some(f) = self.fin {
-            if seq.is_after(f) || (fin && seq != f) {
+        if let Some(f) = self.fin
+            && (seq.is_after(f) || (fin && seq != f)) {
                 return Insert::PastFin;
             }
-        }
         let dist = self.ack_nr.next().distance_to(seq) as usize;
         if dist >= self.reorder_limit() {
             return Insert::TooFar;

@@ -64,10 +64,10 @@ impl TimerTable {
         // Called after every operation on a connection: a plain loop, no iterator chain.
         let mut best: Option<(Instant, Timer)> = None;
         for (slot, &timer) in self.0.iter().zip(Timer::ALL.iter()) {
-            if let Some(at) = *slot {
-                if best.is_none_or(|(b, _)| at < b) {
-                    best = Some((at, timer));
-                }
+            if let Some(at) = *slot
+                && best.is_none_or(|(b, _)| at < b)
+            {
+                best = Some((at, timer));
             }
         }
         best

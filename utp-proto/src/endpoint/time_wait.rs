@@ -48,10 +48,10 @@ impl TimeWait {
             return;
         }
         self.expire(now);
-        if self.order.len() >= self.cap {
-            if let Some((t, a, id)) = self.order.pop_front() {
-                self.remove_if_same(t, (a, id));
-            }
+        if self.order.len() >= self.cap
+            && let Some((t, a, id)) = self.order.pop_front()
+        {
+            self.remove_if_same(t, (a, id));
         }
         self.entries.insert(key, (now, entry));
         self.order.push_back((now, key.0, key.1));

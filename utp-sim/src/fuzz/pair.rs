@@ -200,7 +200,7 @@ impl PairRun {
                 // Idle with datagrams held back: the fault-free tail releases them.
                 self.faults.exhaust();
             }
-            if self.steps % 32 == 0 {
+            if self.steps.is_multiple_of(32) {
                 for side in &self.sides {
                     let u = side.ep.resource_usage();
                     assert!(u.connections <= 1 && u.unverified_connections <= 1, "{u:?}");
