@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use utp_interop::harness::libtorrent::{Libtorrent, LibtorrentConfig};
 use utp_interop::harness::{self, Tool};
 use utp_interop::relay::{Dir, ST_DATA, TraceExt};
-use utp_interop::session::{self, Role, SeedUntil, SessionConfig};
+use utp_interop::session::{self, Role, SeedUntil, SessionConfig, SessionError};
 
 use crate::common::*;
 
@@ -129,7 +129,7 @@ async fn we_seed(link: Link, seed: u64) -> Res {
     let mut lt = Libtorrent::start(&lt_config(&f, false, None)).await?;
     let (target, relay) = link.to(LOCAL, SocketAddr::from((LOCAL, lt.port()))).await?;
     let mut stream = socket.connect(target).await?;
-    let report = tokio::time::timeout(
+    let outcome = tokio::time::timeout(
         TRANSFER_TIMEOUT,
         session::seed(
             &mut stream,
@@ -141,15 +141,43 @@ async fn we_seed(link: Link, seed: u64) -> Res {
         ),
     )
     .await
-    .map_err(|_| format!("seeding timed out; lt events:\n{}", lt.events_text()))?
-    .map_err(|e| {
-        let trace = relay.as_ref().map(|r| r.trace().dump(Duration::ZERO, 40));
-        format!(
-            "{e}; lt events:\n{}\ntrace:\n{}",
-            lt.events_text(),
-            trace.unwrap_or_default()
-        )
-    })?;
+    .map_err(|_| format!("seeding timed out; lt events:\n{}", lt.events_text()))?;
+    // The start, the longest silences (a stall or a close that never came) and the end.
+    let trace = |relay: &Option<utp_interop::relay::Relay>| {
+        relay.as_ref().map(|r| {
+            let t = r.trace();
+            let tail = t.len().saturating_sub(40);
+            format!(
+                "{}...\nsilences:\n{}last packets:\n{}",
+                t.dump(Duration::ZERO, 20),
+                t.silences(Duration::from_millis(500), 6, 3),
+                t[tail..].dump(Duration::ZERO, 40)
+            )
+        })
+    };
+    let report = match outcome {
+        Ok(report) => Ok(report),
+        // Under loss libtorrent may finish, send its last HAVE and its FIN, have the HAVE
+        // dropped twice and then abandon the connection in silence (it sends no reset for a
+        // socket it freed): our side then learns only from its idle timeout (seen in 1 of
+        // ~10 lossy runs). The download itself is what this test checks: the file's SHA-1.
+        Err(SessionError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
+            ) && lt.events_text().contains("\"finished\"") =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            return Err(format!(
+                "{e}; lt events:\n{}\ntrace:\n{}",
+                lt.events_text(),
+                trace(&relay).unwrap_or_default()
+            )
+            .into());
+        }
+    };
     let finished = lt
         .find_or_wait(Duration::from_secs(20), |e| e["event"] == "finished")
         .await?;
@@ -157,9 +185,12 @@ async fn we_seed(link: Link, seed: u64) -> Res {
     let stats = confirm_utp(&mut lt).await?;
     let ours = stream.stats().unwrap_or_default();
     drop(stream);
+    let transfer = match &report {
+        Ok(report) => rate(report.bytes, report.transfer_time),
+        Err(e) => format!("libtorrent finished, then abandoned the connection (ours: {e})"),
+    };
     let mut detail = format!(
-        "{}; lt finished after {:.2} s, file SHA-1 ok; {}; ours: rexmit {}, fast {}, timeouts {}",
-        rate(report.bytes, report.transfer_time),
+        "{transfer}; lt finished after {:.2} s, file SHA-1 ok; {}; ours: rexmit {}, fast {}, timeouts {}",
         finished["seconds"].as_f64().unwrap_or_default(),
         counters(&stats),
         ours.retransmits,
