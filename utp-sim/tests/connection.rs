@@ -938,15 +938,14 @@ fn close_reason_is_sent_after_a_sack_and_surfaced_to_the_peer() {
     assert_eq!(stats.close_reason, None);
 }
 
-#[test]
-fn last_fin_lost_reaches_a_waiting_peer_through_time_wait() {
-    init_tracing();
-    // The server finishes after the client: its FIN, with everything acknowledged and the
-    // client's FIN in, ends the connection as it leaves (libutp and libtorrent never
-    // acknowledge it). When that single FIN is lost, the client, still reading, asks again
-    // (here its FIN retransmission, as the lost FIN carried its ack; else its keepalive) and
-    // the server answers with the FIN: clean EOF, no error, no reset.
-    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 23);
+/// A pair where the client writes `client_bytes` and finishes first, the server writes
+/// `server_bytes` and finishes after it, and the server's first FIN is lost.
+fn server_finishes_second_losing_its_first_fin(
+    seed: u64,
+    client_bytes: usize,
+    server_bytes: usize,
+) -> Pair {
+    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), seed);
     let mut dropped = false;
     pair.set_filter(move |dir, _, bytes| {
         if dir == Direction::ServerToClient
@@ -960,9 +959,21 @@ fn last_fin_lost_reaches_a_waiting_peer_through_time_wait() {
     });
     let server = AppConfig {
         finish_after_peer: true,
-        ..AppConfig::bulk(10_000)
+        ..AppConfig::bulk(server_bytes)
     };
-    pair.start_transfer(AppConfig::bulk(100_000), server);
+    pair.start_transfer(AppConfig::bulk(client_bytes), server);
+    pair
+}
+
+#[test]
+fn last_fin_lost_reaches_a_waiting_peer_through_time_wait() {
+    init_tracing();
+    // The server finishes after the client: its FIN, with everything acknowledged and the
+    // client's FIN in, ends the connection as it leaves (libutp and libtorrent never
+    // acknowledge it). When that single FIN is lost, the client, still reading, asks again
+    // (here its FIN retransmission, as the lost FIN carried its ack; else its keepalive) and
+    // the server answers with the FIN: clean EOF, no error, no reset.
+    let mut pair = server_finishes_second_losing_its_first_fin(23, 100_000, 10_000);
     pair.drive_bounded(100_000).expect("no livelock");
     assert_transfer_complete(&pair);
     let (c, s) = (pair.client.endpoint.stats(), pair.server.endpoint.stats());
@@ -1387,23 +1398,7 @@ fn last_fin_lost_after_the_peers_fin_was_acked_is_resent() {
     // The client finishes first; the server keeps sending, so its data acknowledges the
     // client's FIN long before its own FIN. A peer like libutp then waits for that FIN in
     // silence: when it is lost it must be resent, not left to a keepalive 10 s later.
-    let mut pair = Pair::new(LinkConfig::perfect().with_latency(ms(10)), 28);
-    let mut dropped = false;
-    pair.set_filter(move |dir, _, bytes| {
-        if dir == Direction::ServerToClient
-            && !dropped
-            && packet_type(bytes) == Some(PacketType::Fin)
-        {
-            dropped = true;
-            return Verdict::Drop;
-        }
-        Verdict::Pass
-    });
-    let server = AppConfig {
-        finish_after_peer: true,
-        ..AppConfig::bulk(2 << 20)
-    };
-    pair.start_transfer(AppConfig::bulk(10_000), server);
+    let mut pair = server_finishes_second_losing_its_first_fin(28, 10_000, 2 << 20);
     pair.drive_bounded(1_000_000).expect("no livelock");
     assert_transfer_complete(&pair);
     let s = pair.server.app.final_stats.clone().expect("stats");
