@@ -29,7 +29,7 @@ use crate::shared::{Shared, State};
 ///    went out, collects up to [`SEND_BUDGET`] datagrams to send;
 /// 4. sends them without the lock; if the socket would block, the rest is kept and the
 ///    driver waits for writability: nothing is dropped;
-/// 5. re-arms its one timer only if the deadline changed.
+/// 5. re-arms its one timer only for an earlier deadline (or after it fired).
 ///
 /// When a budget ran out it wakes itself after unlocking, so a busy socket cannot starve the
 /// executor. Socket calls never happen under the lock, so streams are not held up by them.
@@ -435,7 +435,10 @@ impl Future for Driver {
         }
 
         if let Some(mut deadline) = deadline {
-            if this.armed != Some(deadline) || this.fired {
+            // Re-armed only for an earlier deadline: a later one (the retransmission timer
+            // moves on with every ACK) keeps the armed timer, which then fires early once
+            // and re-arms. Re-arming costs: async-io wakes its reactor thread for each (#17).
+            if this.fired || this.armed.is_none_or(|armed| deadline < armed) {
                 if deadline <= now {
                     // A deadline the timers just ran should have moved; never spin on it.
                     deadline = now + Duration::from_millis(1);
