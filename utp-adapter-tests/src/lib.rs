@@ -135,6 +135,11 @@ pub trait Adapter: 'static {
     fn set_close_reason(stream: &Self::Stream, reason: u16);
     /// The close reason the peer sent.
     fn peer_close_reason(stream: &Self::Stream) -> Option<u16>;
+    /// Receive bytes without taking them.
+    fn peek(
+        stream: &Self::Stream,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// The error that ended the connection.
     fn take_error(stream: &Self::Stream) -> io::Result<Option<io::Error>>;
     /// FIN after everything written, then wait until the peer acknowledged all of it
@@ -360,6 +365,7 @@ macro_rules! suite {
             config_and_capacity_errors_are_typed,
             connect_by_name_with_config_and_list_connections,
             close_reason_reaches_the_peer,
+            peek_leaves_the_bytes_for_read,
             accept_and_connect_after_close_fail,
             streams_outlive_a_dropped_socket,
             graceful_close_is_bounded_by_the_linger_time,

@@ -804,6 +804,35 @@ pub fn connect_by_name_with_config_and_list_connections<A: Adapter>() {
     });
 }
 
+/// `peek` waits for bytes and leaves them for the next read (also across several peeks and
+/// a read smaller than what was peeked); at the FIN it returns 0.
+pub fn peek_leaves_the_bytes_for_read<A: Adapter>() {
+    run::<A>("peek_leaves_the_bytes_for_read", LIMIT, async {
+        let (a, b) = (bind::<A>(68).await, bind::<A>(69).await);
+        let (mut c, mut s) = connected::<A>(&a, &b).await;
+        let writer = spawn::<A, _>(async move {
+            A::sleep(Duration::from_millis(50)).await;
+            write_all(&mut c, b"hello world").await.unwrap();
+            c.shutdown().await.unwrap();
+            c
+        });
+        let mut buf = [0u8; 5];
+        let n = A::peek(&s, &mut buf).await.unwrap(); // waits for the write
+        assert!(n > 0);
+        let mut again = [0u8; 5];
+        assert_eq!(A::peek(&s, &mut again).await.unwrap(), n);
+        assert_eq!(buf[..n], again[..n]);
+        let mut two = [0u8; 2];
+        let got = s.read(&mut two).await.unwrap();
+        assert_eq!(two[..got], buf[..got]);
+        let mut rest = two[..got].to_vec();
+        rest.extend(read_to_end(&mut s).await.unwrap());
+        assert_eq!(rest, b"hello world");
+        assert_eq!(A::peek(&s, &mut buf).await.unwrap(), 0, "EOF");
+        drop(writer.await);
+    });
+}
+
 /// A close reason set on one end reaches the other with the FIN, both ways, and stays
 /// readable after EOF.
 pub fn close_reason_reaches_the_peer<A: Adapter>() {

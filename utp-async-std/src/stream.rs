@@ -48,6 +48,12 @@ impl UtpStream {
 
     utp_io::__stream_accessors!(inner);
 
+    /// Receive bytes without taking them: the next read returns them again (like
+    /// `TcpStream::peek`). Waits until at least one byte arrived; `Ok(0)` at the peer's FIN.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.inner.poll_peek(cx, buf)).await
+    }
+
     /// Close gracefully and wait: send a FIN after everything written (what futures-io's
     /// `close` does, which returns at once), then return once the peer acknowledged every
     /// byte and the FIN. Reading still works, through this or another clone. Fails with what

@@ -106,6 +106,14 @@ impl UtpStream {
             .map_err(|e| timed_out(e, io::ErrorKind::TimedOut))
     }
 
+    /// Receive bytes without taking them: the next read returns them again (like
+    /// `TcpStream::peek`). Blocks until at least one byte arrived (bounded by the
+    /// [read timeout](Self::set_read_timeout)); `Ok(0)` at the peer's FIN.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = *lock(&self.inner.read_timeout);
+        wait(timeout, |cx| self.inner.stream.poll_peek(cx, buf)).map_err(std_timeout)
+    }
+
     /// Bound how long a read blocks; `None` (the default) blocks until data, EOF or an error.
     /// A zero duration is `InvalidInput`, as for `TcpStream`.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {

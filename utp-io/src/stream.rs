@@ -2,8 +2,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tracing::trace;
@@ -33,6 +33,11 @@ pub struct Stream {
     /// The handle went back to the endpoint (reset): it may name another connection now, so
     /// it is never used again. Only changed under the lock.
     released: AtomicBool,
+    /// Bytes [`poll_peek`](Self::poll_peek) took from the endpoint, which the next reads
+    /// return first. Locked before `shared`, never while holding it.
+    peeked: Mutex<Vec<u8>>,
+    /// `peeked` is not empty: lets reads skip its lock.
+    has_peeked: AtomicBool,
 }
 
 impl Stream {
@@ -42,6 +47,8 @@ impl Stream {
             ch,
             remote,
             released: AtomicBool::new(false),
+            peeked: Mutex::new(Vec::new()),
+            has_peeked: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +102,11 @@ impl Stream {
     /// Read into `buf`. `Ok(0)` means the peer finished sending (or `buf` is empty); bytes
     /// that arrived before a reset are still delivered, then the error.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.has_peeked.load(Ordering::Acquire)
+            && let Some(n) = self.take_peeked(buf)
+        {
+            return Poll::Ready(Ok(n));
+        }
         let mut state = self.shared.lock();
         if let Some(e) = self.gone(&state) {
             return Poll::Ready(Err(e));
@@ -117,6 +129,35 @@ impl Stream {
             }
             Err(e) => Poll::Ready(Err(Error::from(e).into())),
         }
+    }
+
+    /// Like [`poll_read`](Self::poll_read), but the bytes stay: the next read (or peek)
+    /// returns them again (`TcpStream::peek`). `Ok(0)` at the peer's FIN. Bytes peeked are
+    /// taken from the receive buffer (so they no longer count against the advertised
+    /// window) and held by the stream until read.
+    pub fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut peeked = lock(&self.peeked);
+        if peeked.is_empty() {
+            // `has_peeked` is false: this read goes to the endpoint, not back to us.
+            peeked.resize(buf.len(), 0);
+            match self.poll_read(cx, &mut peeked) {
+                Poll::Ready(Ok(n)) => peeked.truncate(n),
+                other => {
+                    peeked.clear();
+                    return other;
+                }
+            }
+            if peeked.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            self.has_peeked.store(true, Ordering::Release);
+        }
+        let n = peeked.len().min(buf.len());
+        buf[..n].copy_from_slice(&peeked[..n]);
+        Poll::Ready(Ok(n))
     }
 
     /// Queue bytes for sending; `Pending` while the send buffer is full. Fails with
@@ -231,6 +272,21 @@ impl Stream {
         }
     }
 
+    /// Move peeked bytes into `buf`; `None` if there were none after all.
+    fn take_peeked(&self, buf: &mut [u8]) -> Option<usize> {
+        let mut peeked = lock(&self.peeked);
+        if peeked.is_empty() || buf.is_empty() {
+            return None;
+        }
+        let n = peeked.len().min(buf.len());
+        buf[..n].copy_from_slice(&peeked[..n]);
+        peeked.drain(..n);
+        if peeked.is_empty() {
+            self.has_peeked.store(false, Ordering::Release);
+        }
+        Some(n)
+    }
+
     fn is_released(&self) -> bool {
         // Ordered by the lock the caller holds.
         self.released.load(Ordering::Relaxed)
@@ -294,6 +350,11 @@ fn register(
             map.insert(ch, waker.clone());
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Holds plain bytes; a panic elsewhere cannot leave them half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn shut_down_error() -> io::Error {

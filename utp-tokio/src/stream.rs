@@ -87,6 +87,30 @@ impl UtpStream {
         poll_fn(|cx| self.inner.poll_close(cx)).await
     }
 
+    /// Receive bytes without taking them: the next read returns them again (like
+    /// `TcpStream::peek`). Waits until at least one byte arrived; `Ok(0)` at the peer's FIN.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// let server = utp_tokio::UtpSocket::bind("127.0.0.1:0").await?;
+    /// let client = utp_tokio::UtpSocket::bind("127.0.0.1:0").await?;
+    /// let mut stream = client.connect(server.local_addr()?).await?;
+    /// let (mut accepted, _) = server.accept().await?;
+    /// stream.write_all(b"GET").await?;
+    /// let mut first = [0u8; 3];
+    /// let n = accepted.peek(&mut first).await?;
+    /// let mut again = vec![0u8; n];
+    /// accepted.read_exact(&mut again).await?;
+    /// assert_eq!(&first[..n], &again[..]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.inner.poll_peek(cx, buf)).await
+    }
+
     /// Split into borrowed halves, to read and write at once within one task (like
     /// `TcpStream::split`). Dropping the write half does not send a FIN; `shutdown` on it
     /// does.

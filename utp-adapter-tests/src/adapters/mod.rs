@@ -117,6 +117,10 @@ macro_rules! forward_to_the_api {
             stream.peer_close_reason()
         }
 
+        async fn peek(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
+            stream.peek(buf)$(.$aw)?
+        }
+
         fn take_error(stream: &Self::Stream) -> io::Result<Option<io::Error>> {
             stream.take_error()
         }
