@@ -94,6 +94,14 @@
 //! let err = stream.read(&mut [0u8; 16]).unwrap_err();
 //! assert_eq!(err.kind(), ErrorKind::ConnectionReset);
 //! assert_eq!(Error::of(&err), Some(&Error::Connection(ConnectionError::Reset)));
+//! // The error stays; take_error reports it without a read or write.
+//! let end = stream.take_error()?.expect("reset");
+//! assert_eq!(end.kind(), ErrorKind::ConnectionReset);
+//! // Every connection on a socket with its stats, e.g. for metrics.
+//! let listed = client.connections();
+//! assert_eq!(listed.len(), 1);
+//! assert_eq!(listed[0].remote, server.local_addr()?);
+//! println!("rtt {:?}, retransmits {}", listed[0].stats.rtt, listed[0].stats.retransmits);
 //! # Ok(())
 //! # }
 //! ```
