@@ -43,3 +43,36 @@ impl Serialize for SocketStats {
         s.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use utp_proto::ConnectionStats;
+
+    use crate::{ConnectionInfo, SocketStats};
+
+    #[test]
+    fn socket_stats_and_connections_serialize() {
+        let mut stats = SocketStats::default();
+        stats.driver_wakeups = 3;
+        stats.endpoint.connections = 1;
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["driver_wakeups"], 3);
+        assert_eq!(json["endpoint"]["connections"], 1);
+        assert_eq!(json["shutdown_resets"], 0);
+
+        let remote: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        let info = ConnectionInfo {
+            id: 4,
+            remote,
+            established: true,
+            held: false,
+            stats: ConnectionStats::default(),
+        };
+        let json = serde_json::to_value(vec![info]).unwrap();
+        assert_eq!(json[0]["remote"], "127.0.0.1:6881");
+        assert_eq!(json[0]["held"], false);
+        assert_eq!(json[0]["stats"]["rtt"], serde_json::Value::Null);
+    }
+}
