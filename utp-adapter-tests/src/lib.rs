@@ -135,6 +135,12 @@ pub trait Adapter: 'static {
     fn set_close_reason(stream: &Self::Stream, reason: u16);
     /// The close reason the peer sent.
     fn peer_close_reason(stream: &Self::Stream) -> Option<u16>;
+    /// Bound how long each read blocks, where the adapter has read timeouts (like
+    /// `TcpStream::set_read_timeout`); `false` if it has none.
+    fn set_read_timeout(stream: &Self::Stream, timeout: Option<Duration>) -> bool {
+        let _ = (stream, timeout);
+        false
+    }
     /// Receive bytes without taking them.
     fn peek(
         stream: &Self::Stream,
@@ -366,6 +372,7 @@ macro_rules! suite {
             connect_by_name_with_config_and_list_connections,
             close_reason_reaches_the_peer,
             peek_leaves_the_bytes_for_read,
+            a_timeout_the_application_set_is_typed,
             accept_and_connect_after_close_fail,
             streams_outlive_a_dropped_socket,
             graceful_close_is_bounded_by_the_linger_time,

@@ -833,6 +833,34 @@ pub fn peek_leaves_the_bytes_for_read<A: Adapter>() {
     });
 }
 
+/// Where the adapter has read timeouts (blocking): one that passes is `Timeout` inside, with
+/// the kind std's sockets use (`WouldBlock` on Unix, `TimedOut` on Windows), and the stream
+/// still works.
+pub fn a_timeout_the_application_set_is_typed<A: Adapter>() {
+    run::<A>("a_timeout_the_application_set_is_typed", LIMIT, async {
+        let (a, b) = (bind::<A>(70).await, bind::<A>(71).await);
+        let (mut c, mut s) = connected::<A>(&a, &b).await;
+        if !A::set_read_timeout(&s, Some(Duration::from_millis(50))) {
+            return;
+        }
+        let mut buf = [0u8; 4];
+        let err = s.read(&mut buf).await.unwrap_err();
+        let kind = if cfg!(windows) {
+            ErrorKind::TimedOut
+        } else {
+            ErrorKind::WouldBlock
+        };
+        assert_eq!(err.kind(), kind, "{err}");
+        assert_eq!(Error::of(&err), Some(&Error::Timeout));
+        write_all(&mut c, b"late").await.unwrap();
+        let mut got = 0;
+        while got < 4 {
+            got += s.read(&mut buf[got..]).await.unwrap();
+        }
+        assert_eq!(&buf, b"late");
+    });
+}
+
 /// A close reason set on one end reaches the other with the FIN, both ways, and stays
 /// readable after EOF.
 pub fn close_reason_reaches_the_peer<A: Adapter>() {

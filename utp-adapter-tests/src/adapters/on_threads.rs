@@ -47,6 +47,13 @@ impl Adapter for Blocking {
         (reader, stream)
     }
 
+    fn set_read_timeout(stream: &UtpStream, timeout: Option<Duration>) -> bool {
+        stream
+            .set_read_timeout(timeout)
+            .expect("a non-zero timeout");
+        true
+    }
+
     async fn close_stream(stream: &UtpStream) -> io::Result<()> {
         stream.close()
     }
