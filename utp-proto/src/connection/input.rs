@@ -103,6 +103,16 @@ impl Connection {
     /// A `ST_DATA`, `ST_FIN` or `ST_STATE` for this connection.
     pub(crate) fn handle_packet(&mut self, now: Instant, packet: &Packet<'_>) {
         let h = *packet.header();
+        trace!(
+            remote = %self.remote,
+            ty = ?h.packet_type,
+            seq = %h.seq_nr,
+            ack = %h.ack_nr,
+            wnd = h.wnd_size,
+            len = packet.payload().len(),
+            sack = packet.sack().is_some(),
+            "recv"
+        );
         if self.state == State::Closed {
             // Our acknowledgement of the peer's last packets was lost: say it again.
             if self.both_finished && h.packet_type != PacketType::State {
@@ -398,6 +408,7 @@ impl Connection {
             self.mtu.on_progress();
         }
         if !lost.is_empty() {
+            debug!(remote = %self.remote, ?lost, "packets declared lost");
             let mut congestion = false;
             for &seq in &lost {
                 self.send.set_status(seq, Status::Lost);
@@ -422,9 +433,10 @@ impl Connection {
         }
 
         if let Some(end) = self.recovery_end
-            && (!self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0) {
-                self.recovery_end = None;
-            }
+            && (!self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0)
+        {
+            self.recovery_end = None;
+        }
         if let Some(s) = rtt_sample {
             self.rtt.update(s);
         }
@@ -474,7 +486,9 @@ impl Connection {
         }
         self.recovery_end = Some(self.send.next_seq().prev());
         self.stats.congestion_events += 1;
+        let before = self.cc.window();
         self.cc.on_congestion_event(now, event);
+        debug!(remote = %self.remote, ?event, before, after = self.cc.window(), "window cut");
     }
 
     /// The application read data: tell a sender that saw a closed window.

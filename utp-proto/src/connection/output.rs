@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::send_buf::{Kind, Status};
 use super::timer::Timer;
@@ -13,12 +13,26 @@ impl Connection {
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
         let t = self.next_datagram(now, buf)?;
+        if tracing::enabled!(tracing::Level::TRACE)
+            && let Ok(h) = Header::decode(buf)
+        {
+            trace!(
+                remote = %self.remote,
+                ty = ?h.packet_type,
+                seq = %h.seq_nr,
+                ack = %h.ack_nr,
+                wnd = h.wnd_size,
+                len = t.len,
+                "send"
+            );
+        }
         self.stats.packets_sent += 1;
         self.last_sent = now;
         if let Some(k) = self.config.keepalive
-            && matches!(self.state, State::Connected) {
-                self.timers.set(Timer::Keepalive, now + k);
-            }
+            && matches!(self.state, State::Connected)
+        {
+            self.timers.set(Timer::Keepalive, now + k);
+        }
         Some(t)
     }
 

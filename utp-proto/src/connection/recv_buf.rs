@@ -251,9 +251,10 @@ impl RecvBuffer {
             return Insert::Duplicate;
         }
         if let Some(f) = self.fin
-            && (seq.is_after(f) || (fin && seq != f)) {
-                return Insert::PastFin;
-            }
+            && (seq.is_after(f) || (fin && seq != f))
+        {
+            return Insert::PastFin;
+        }
         let dist = self.ack_nr.next().distance_to(seq) as usize;
         if dist >= self.reorder_limit() {
             return Insert::TooFar;
