@@ -150,12 +150,12 @@ impl Wake for Park {
     fn wake_by_ref(self: &Arc<Self>) {
         self.notified.store(true, Ordering::SeqCst);
         // Only the first waker of a sleep sends a datagram.
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            if let Err(e) = self.wake.send_to(&[], self.wake_to) {
-                // Nothing is lost but latency: the sleep still ends at the next deadline or
-                // datagram.
-                warn!(error = %e, "cannot wake the uTP driver thread");
-            }
+        if self.sleeping.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.wake.send_to(&[], self.wake_to)
+        {
+            // Nothing is lost but latency: the sleep still ends at the next deadline or
+            // datagram.
+            warn!(error = %e, "cannot wake the uTP driver thread");
         }
     }
 }
@@ -343,10 +343,10 @@ fn wake_socket(local: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
     for ip in targets {
         let mut to = local;
         to.set_ip(ip);
-        if let SocketAddr::V6(to) = &mut to {
-            if !to.ip().is_unicast_link_local() {
-                to.set_scope_id(0);
-            }
+        if let SocketAddr::V6(to) = &mut to
+            && !to.ip().is_unicast_link_local()
+        {
+            to.set_scope_id(0);
         }
         let mut from = to;
         from.set_port(0);

@@ -96,7 +96,7 @@ impl Torrent {
             .ok_or(TorrentError::Invalid("no info dictionary"))?;
         let info_bytes = serde_bencode::to_bytes(info_value).map_err(TorrentError::bencode)?;
         let info: Info = serde_bencode::from_bytes(&info_bytes).map_err(TorrentError::bencode)?;
-        if info.pieces.len() % 20 != 0 || info.piece_length == 0 {
+        if !info.pieces.len().is_multiple_of(20) || info.piece_length == 0 {
             return Err(TorrentError::Invalid("bad pieces or piece length"));
         }
         if info.length.div_ceil(info.piece_length) != (info.pieces.len() / 20) as u64 {

@@ -225,11 +225,11 @@ impl State {
     /// Something changed that the driver must act on (an application call, a new datagram
     /// to send). Cheap when the driver is already scheduled.
     pub(crate) fn wake_driver(&mut self) {
-        if !self.driver_notified {
-            if let Some(w) = &self.driver_waker {
-                self.driver_notified = true;
-                w.wake_by_ref();
-            }
+        if !self.driver_notified
+            && let Some(w) = &self.driver_waker
+        {
+            self.driver_notified = true;
+            w.wake_by_ref();
         }
     }
 

@@ -37,10 +37,10 @@ impl Crank {
         let mut cx = Context::from_waker(Waker::noop());
         let mut tasks = self.tasks.lock().unwrap();
         for slot in tasks.iter_mut() {
-            if let Some(task) = slot {
-                if task.as_mut().poll(&mut cx).is_ready() {
-                    *slot = None;
-                }
+            if let Some(task) = slot
+                && task.as_mut().poll(&mut cx).is_ready()
+            {
+                *slot = None;
             }
         }
     }
@@ -125,7 +125,11 @@ impl AsyncUdpSocket for FakeSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        if self.attempts.fetch_add(1, Ordering::Relaxed) % self.refuse_every == 0 {
+        if self
+            .attempts
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.refuse_every)
+        {
             return Poll::Pending;
         }
         let mut queues = self.net.queues.lock().unwrap();
