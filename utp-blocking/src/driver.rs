@@ -20,6 +20,8 @@
 
 use std::future::Future;
 use std::io;
+#[cfg(target_os = "linux")]
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tracing::{trace, warn};
+#[cfg(target_os = "linux")]
+use utp_io::RecvMeta;
 #[cfg(target_os = "linux")]
 use utp_io::batch::ErrorQueue;
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
@@ -59,6 +63,8 @@ impl ThreadRuntime {
         let udp = Arc::new(ThreadUdp {
             #[cfg(target_os = "linux")]
             errors: ErrorQueue::new(&socket)?,
+            #[cfg(target_os = "linux")]
+            batch: utp_io::batch::UdpBatch::new(&socket)?,
             socket,
             wake_from,
             stash: Mutex::new(Stash {
@@ -192,6 +198,11 @@ pub(crate) struct ThreadUdp {
     /// Whether the error queue may hold ICMP errors.
     #[cfg(target_os = "linux")]
     errors: ErrorQueue,
+    /// GSO sends and GRO + `recvmmsg` receives (IPv4 on Linux). With it, a sleep only peeks
+    /// at what woke it: a plain `recv_from` would take coalesced datagrams without their
+    /// stride.
+    #[cfg(target_os = "linux")]
+    batch: Option<utp_io::batch::UdpBatch>,
 }
 
 #[derive(Debug)]
@@ -207,6 +218,13 @@ impl ThreadUdp {
         self.stash.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn is_batched(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.batch.is_some();
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
     fn is_wake_up(&self, from: SocketAddr) -> bool {
         from.port() == self.wake_from.port()
             && from.ip().to_canonical() == self.wake_from.ip().to_canonical()
@@ -217,12 +235,25 @@ impl ThreadUdp {
     fn sleep(&self, timeout: Option<Duration>) {
         let mut stash = self.stash();
         let stash = &mut *stash;
+        let batched = self.is_batched();
         let received = self.blocking(|socket| {
             socket.set_read_timeout(timeout)?;
-            socket.recv_from(&mut stash.buf)
+            if batched {
+                socket.peek_from(&mut stash.buf)
+            } else {
+                socket.recv_from(&mut stash.buf)
+            }
         });
         match received {
-            Ok((_, from)) if self.is_wake_up(from) => trace!("woken"),
+            Ok((_, from)) if self.is_wake_up(from) => {
+                if batched {
+                    // The wake-up is first in the queue: take it out.
+                    let _ = self.socket.recv_from(&mut stash.buf);
+                }
+                trace!("woken");
+            }
+            // Peeked: the next batch receives it.
+            Ok(_) if batched => {}
             // The read timeout: the deadline is due.
             Err(e)
                 if matches!(
@@ -281,6 +312,97 @@ impl AsyncUdpSocket for ThreadUdp {
 
     fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
         utp_io::set_dont_fragment(SockRef::from(&self.socket), on)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_batch_size(&self) -> usize {
+        if self.batch.is_some() {
+            utp_io::batch::RECV_BATCH
+        } else {
+            1
+        }
+    }
+
+    /// Drops wake-up datagrams from the batch (moving the last buffer into their place).
+    #[cfg(target_os = "linux")]
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let Some(batch) = &self.batch else {
+            return match self.poll_recv_from(cx, &mut bufs[0]) {
+                Poll::Ready(Ok((len, from))) => {
+                    meta[0] = RecvMeta {
+                        from,
+                        len,
+                        stride: len,
+                    };
+                    Poll::Ready(Ok(1))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        };
+        if let Some(Err(e)) = self.stash().received.take() {
+            // An error a sleep's peek reported (the pending error of an ICMP report).
+            self.errors.note::<()>(&Err(io::Error::from(e.kind())));
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            let result = batch.try_recv(&self.socket, bufs, meta);
+            self.errors.note(&result);
+            let mut n = match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(n) => n,
+            };
+            let mut i = 0;
+            while i < n {
+                if self.is_wake_up(meta[i].from) {
+                    n -= 1;
+                    if i < n {
+                        let len = meta[n].len;
+                        let (head, tail) = bufs.split_at_mut(n);
+                        head[i][..len].copy_from_slice(&tail[0][..len]);
+                        meta[i] = meta[n];
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn max_send_segments(&self) -> usize {
+        self.batch.as_ref().map_or(1, |b| b.max_segments())
+    }
+
+    /// A send that would block is retried blocking, as in `poll_send_to`.
+    #[cfg(target_os = "linux")]
+    fn poll_send_segments(
+        &self,
+        _: &mut Context<'_>,
+        buf: &[u8],
+        segment: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let Some(batch) = &self.batch else {
+            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
+        };
+        let sent = match batch.try_send(&self.socket, target, buf, segment) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocking(|socket| batch.try_send(socket, target, buf, segment))
+            }
+            result => result,
+        };
+        self.errors.note(&sent);
+        Poll::Ready(sent)
     }
 
     /// Reads the error queue only after a hint from a receive or send ([`ErrorQueue`]).
