@@ -7,8 +7,8 @@
 //! name items through `$crate::__private`.
 
 /// Expands, inside an adapter's `impl UtpStream` block (or a split half's), to
-/// `peer_addr`, `local_addr`, `stats`, `peer_close_reason`, `set_close_reason` and
-/// `take_error`, forwarding to the [`Stream`](crate::Stream) at `self.<path>`.
+/// `peer_addr`, `local_addr`, `stats`, `peer_close_reason`, `set_close_reason`,
+/// `set_nodelay`, `nodelay` and `take_error`, forwarding to the [`Stream`](crate::Stream) at `self.<path>`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __stream_getters {
@@ -45,6 +45,17 @@ macro_rules! __stream_getters {
         /// `peer_close_reason`.
         pub fn set_close_reason(&self, reason: u16) {
             self.$($path).+.set_close_reason(reason);
+        }
+
+        /// Turn Nagle's algorithm off (`true`) or on, like `TcpStream::set_nodelay`: on (the
+        /// default) small writes coalesce into full packets; off, each write leaves at once.
+        pub fn set_nodelay(&self, nodelay: bool) -> ::std::io::Result<()> {
+            self.$($path).+.set_nodelay(nodelay)
+        }
+
+        /// Whether Nagle's algorithm is off (`set_nodelay`).
+        pub fn nodelay(&self) -> ::std::io::Result<bool> {
+            self.$($path).+.nodelay()
         }
 
         /// The error that ended the connection, if it ended with one (like

@@ -83,6 +83,28 @@ impl Stream {
         }
     }
 
+    /// Turn Nagle's algorithm off (`true`) or on for this connection, like
+    /// `TcpStream::set_nodelay`: with it on (the default) small writes coalesce into full
+    /// packets, at most one undersized packet in flight; off, each write leaves at once.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let mut state = self.shared.lock();
+        if let Some(e) = self.gone(&state) {
+            return Err(e);
+        }
+        state.endpoint.set_nagle(self.ch, !nodelay);
+        state.wake_driver();
+        Ok(())
+    }
+
+    /// Whether Nagle's algorithm is off (see [`set_nodelay`](Self::set_nodelay)).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        let state = self.shared.lock();
+        if let Some(e) = self.gone(&state) {
+            return Err(e);
+        }
+        Ok(!state.endpoint.nagle(self.ch).unwrap_or(true))
+    }
+
     /// The close reason the peer sent last (see [`set_close_reason`](Self::set_close_reason)),
     /// `None` if it sent none. Kept after the connection ended, until the stream is dropped
     /// or [`reset`](Self::reset): read it after a read returned `Ok(0)` or an error.

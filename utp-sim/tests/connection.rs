@@ -1409,3 +1409,34 @@ fn last_fin_lost_after_the_peers_fin_was_acked_is_resent() {
         pair.elapsed()
     );
 }
+
+#[test]
+fn nagle_can_be_turned_off_per_connection() {
+    init_tracing();
+    // Three small writes before any acknowledgement: with Nagle one undersized packet goes
+    // out and the rest wait for its ACK; with it off (TCP_NODELAY) all three leave at once.
+    let start = Instant::now();
+    let (ca, sa): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().expect("a"),
+        "10.0.0.2:2".parse().expect("b"),
+    );
+    for nagle in [true, false] {
+        let mut client = Endpoint::new(EndpointConfig::default(), start, 44).expect("config");
+        let mut server = Endpoint::new(EndpointConfig::default(), start, 45).expect("config");
+        let ch = client.connect(start, sa).expect("connect");
+        let now = exchange(&mut client, ca, &mut server, sa, start, 3);
+        client.set_nagle(ch, nagle);
+        assert_eq!(client.nagle(ch), Some(nagle));
+        let mut buf = Vec::new();
+        let mut data_packets = 0;
+        for _ in 0..3 {
+            client.write(ch, b"small").expect("write");
+            while let Some(t) = client.poll_transmit(now, &mut buf) {
+                if packet_type(&buf[..t.len]) == Some(PacketType::Data) {
+                    data_packets += 1;
+                }
+            }
+        }
+        assert_eq!(data_packets, if nagle { 1 } else { 3 }, "nagle {nagle}");
+    }
+}

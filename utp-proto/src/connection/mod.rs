@@ -557,6 +557,15 @@ impl Connection {
         self.close_reason = Some(reason);
     }
 
+    /// Nagle's algorithm on or off for this connection.
+    pub(crate) fn set_nagle(&mut self, on: bool) {
+        self.config.nagle = on;
+    }
+
+    pub(crate) fn nagle(&self) -> bool {
+        self.config.nagle
+    }
+
     /// Queue a FIN behind the data written so far.
     pub(crate) fn shutdown(&mut self) {
         if self.state != State::Closed {

@@ -293,6 +293,25 @@ impl Endpoint {
         }
     }
 
+    /// Nagle's algorithm for this connection (default from
+    /// [`ConnectionConfig::nagle`](crate::ConnectionConfig::nagle), on): at most one
+    /// undersized data packet in flight, so small writes coalesce. Off (TCP's `NODELAY`)
+    /// sends every write as soon as the windows allow, for request/response traffic.
+    pub fn set_nagle(&mut self, ch: ConnectionHandle, on: bool) {
+        let now = self.last_now;
+        if let Some(conn) = self.conn_mut(ch) {
+            conn.set_nagle(on);
+            // An undersized packet held back may go now.
+            self.after(ch.0, now);
+        }
+    }
+
+    /// Whether Nagle's algorithm is on for this connection (`None` for no connection).
+    #[must_use]
+    pub fn nagle(&self, ch: ConnectionHandle) -> Option<bool> {
+        self.conn(ch).map(Connection::nagle)
+    }
+
     /// Abort: send `ST_RESET`, drop all buffered data and free the connection.
     pub fn reset(&mut self, ch: ConnectionHandle, now: Instant) {
         let now = self.clamp(now);
