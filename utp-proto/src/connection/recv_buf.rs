@@ -49,19 +49,19 @@ pub(crate) struct RecvBuffer {
     fin_reached: bool,
     discard: bool,
     delivered: u64,
-    tuning: Tuning,
+    /// The configured receive window, at which the reorder distance is `max_reorder`.
+    initial: usize,
+    /// The largest `capacity` may become.
+    max: usize,
+    /// Auto-tuning state, allocated once data arrives on a buffer that may grow: an idle
+    /// connection, or one with a pinned buffer, carries none.
+    tuning: Option<Box<Tuning>>,
 }
 
 /// Receive-buffer auto-tuning state: Linux's dynamic right-sizing (`tcp_rcv_space_adjust`)
 /// with its receiver-side RTT estimate (`tcp_rcv_rtt_measure`).
 #[derive(Debug)]
 struct Tuning {
-    /// The configured receive window, at which the reorder distance is `max_reorder`.
-    initial: usize,
-    /// The largest `capacity` may become.
-    max: usize,
-    /// Bytes the application has read.
-    read: u64,
     /// The most bytes read in one measured round trip (`rcvq_space.space`).
     space: usize,
     /// When the current measurement started and `read` then.
@@ -90,15 +90,9 @@ impl RecvBuffer {
         max_reorder: u16,
     ) -> Self {
         Self {
-            tuning: Tuning {
-                initial: capacity.max(1),
-                max: max_capacity.max(capacity),
-                read: 0,
-                space: INITIAL_SPACE_PACKETS * slack,
-                start: None,
-                probe: None,
-                rtt: None,
-            },
+            initial: capacity.max(1),
+            max: max_capacity.max(capacity),
+            tuning: None,
             ready: VecDeque::new(),
             reorder: VecDeque::new(),
             reorder_bytes: 0,
@@ -145,7 +139,7 @@ impl RecvBuffer {
     /// proportion beyond, at most half the sequence space.
     fn reorder_limit(&self) -> usize {
         let base = usize::from(self.max_reorder);
-        let scaled = base as u128 * self.capacity as u128 / self.tuning.initial as u128;
+        let scaled = base as u128 * self.capacity as u128 / self.initial as u128;
         (scaled as usize).min(MAX_REORDER).max(base)
     }
 
@@ -163,40 +157,65 @@ impl RecvBuffer {
     /// of the window it advertised: at least one RTT, exactly one when the window limits
     /// the sender, which is when the measurement matters. The smallest such time is kept.
     pub(crate) fn autotune(&mut self, now: Instant, srtt: Option<Duration>) {
-        if let Some((edge, at)) = self.tuning.probe
-            && self.delivered >= edge
+        if self.discard || self.capacity >= self.max {
+            return; // cannot grow: no state to keep
+        }
+        let slack = self.slack;
+        let delivered = self.delivered;
+        let t = self.tuning.get_or_insert_with(|| {
+            Box::new(Tuning {
+                space: INITIAL_SPACE_PACKETS * slack,
+                start: None,
+                probe: None,
+                rtt: None,
+            })
+        });
+        if let Some((edge, at)) = t.probe
+            && delivered >= edge
         {
             let sample = now.saturating_duration_since(at);
-            let t = &mut self.tuning;
             t.rtt = Some(t.rtt.map_or(sample, |r| r.min(sample)));
             t.probe = None;
         }
         self.right_size(now, srtt);
-        if self.tuning.probe.is_none() {
+        let window = self.window() as u64;
+        if let Some(t) = self.tuning.as_mut()
+            && t.probe.is_none()
+        {
             // The edge of the window advertised from now on: the sender cannot send past it
             // before that advertisement reaches it.
-            self.tuning.probe = Some((self.delivered + self.window() as u64, now));
+            t.probe = Some((delivered + window, now));
         }
     }
 
+    /// Bytes the application has read.
+    fn read_total(&self) -> u64 {
+        self.delivered - self.ready.len() as u64
+    }
+
     fn right_size(&mut self, now: Instant, srtt: Option<Duration>) {
-        let t = &mut self.tuning;
-        if self.discard || self.capacity >= t.max || self.growth_room == 0 {
+        let read = self.read_total();
+        let (capacity, max, growth_room, slack) =
+            (self.capacity, self.max, self.growth_room, self.slack);
+        let Some(t) = self.tuning.as_mut() else {
+            return;
+        };
+        if capacity >= max || growth_room == 0 {
             return;
         }
         let Some(rtt) = [t.rtt, srtt].into_iter().flatten().min() else {
             return;
         };
-        let (start, read_then) = *t.start.get_or_insert((now, t.read));
+        let (start, read_then) = *t.start.get_or_insert((now, read));
         if now.saturating_duration_since(start) < rtt {
             return;
         }
         // Bytes read per RTT; a measurement that spans several (the first RTT estimate is
         // long) must not pass for one fast RTT.
         let elapsed = now.saturating_duration_since(start).as_secs_f64();
-        let copied = ((t.read - read_then) as f64 * rtt.as_secs_f64() / elapsed) as usize;
+        let copied = ((read - read_then) as f64 * rtt.as_secs_f64() / elapsed) as usize;
         if copied > t.space {
-            let mut win = 2 * copied as u128 + 16 * self.slack as u128;
+            let mut win = 2 * copied as u128 + 16 * slack as u128;
             // Linux: `rcvwin += 2 · rcvwin · (copied − space) / space`, here with the growth
             // ratio capped at doubling per RTT, so a first RTT from a 10-packet start
             // cannot open the whole maximum at once.
@@ -204,12 +223,14 @@ impl RecvBuffer {
             win += 2 * win * growth as u128 / t.space.max(1) as u128;
             let win = usize::try_from(win)
                 .unwrap_or(usize::MAX)
-                .min(t.max)
-                .min(self.capacity.saturating_add(self.growth_room));
-            self.capacity = self.capacity.max(win);
+                .min(max)
+                .min(capacity.saturating_add(growth_room));
             t.space = copied;
+            t.start = Some((now, read));
+            self.capacity = capacity.max(win);
+            return;
         }
-        t.start = Some((now, t.read));
+        t.start = Some((now, read));
     }
 
     /// Reorder slots allocated.
@@ -336,7 +357,6 @@ impl RecvBuffer {
         buf[..from_a].copy_from_slice(&a[..from_a]);
         buf[from_a..n].copy_from_slice(&b[..n - from_a]);
         self.ready.drain(..n);
-        self.tuning.read += n as u64;
         n
     }
 
