@@ -228,20 +228,18 @@ fn libtorrent_downloads_we_seed() {
 #[test]
 fn libtorrent_seeds_we_download_lossy() {
     if available("libtorrent_seeds_we_download_lossy") {
-        run(
-            "libtorrent_seeds_we_download_lossy",
-            peer_seeds(Link::Lossy(13), 13),
-        );
+        run_lossy("libtorrent_seeds_we_download_lossy", 13, |seed| {
+            peer_seeds(Link::Lossy(seed), seed)
+        });
     }
 }
 
 #[test]
 fn libtorrent_downloads_we_seed_lossy() {
     if available("libtorrent_downloads_we_seed_lossy") {
-        run(
-            "libtorrent_downloads_we_seed_lossy",
-            we_seed(Link::Lossy(14), 14),
-        );
+        run_lossy("libtorrent_downloads_we_seed_lossy", 14, |seed| {
+            we_seed(Link::Lossy(seed), seed)
+        });
     }
 }
 
