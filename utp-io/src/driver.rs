@@ -529,7 +529,7 @@ fn is_transient(e: &io::Error) -> bool {
 /// `EMSGSIZE`: the datagram exceeds the path MTU (with don't-fragment set) or UDP's limit.
 fn is_too_big(e: &io::Error) -> bool {
     #[cfg(unix)]
-    const EMSGSIZE: i32 = libc::EMSGSIZE;
+    const EMSGSIZE: i32 = rustix::io::Errno::MSGSIZE.raw_os_error();
     #[cfg(windows)]
     const EMSGSIZE: i32 = 10040; // WSAEMSGSIZE
     #[cfg(not(any(unix, windows)))]

@@ -102,17 +102,17 @@ pub fn recv_icmp(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Socke
 pub fn classify(origin: u8, errno: u32, kind: u8, code: u8, info: u32) -> Option<IcmpError> {
     let mtu = (info != 0).then_some(info);
     match origin {
-        libc::SO_EE_ORIGIN_ICMP => match (kind, code) {
+        nix::libc::SO_EE_ORIGIN_ICMP => match (kind, code) {
             (3, 4) => Some(IcmpError::PacketTooBig { mtu }),
             (3, 0..=3 | 6 | 7 | 9..=13) => Some(IcmpError::Unreachable),
             _ => None,
         },
-        libc::SO_EE_ORIGIN_ICMP6 => match kind {
+        nix::libc::SO_EE_ORIGIN_ICMP6 => match kind {
             1 => Some(IcmpError::Unreachable),
             2 => Some(IcmpError::PacketTooBig { mtu }),
             _ => None,
         },
-        libc::SO_EE_ORIGIN_LOCAL if errno == libc::EMSGSIZE as u32 => {
+        nix::libc::SO_EE_ORIGIN_LOCAL if errno == nix::libc::EMSGSIZE as u32 => {
             Some(IcmpError::PacketTooBig { mtu })
         }
         _ => None,
@@ -198,8 +198,8 @@ mod tests {
 
     #[test]
     fn dest_unreachable_codes_classify() {
-        use libc::{SO_EE_ORIGIN_ICMP as V4, SO_EE_ORIGIN_ICMP6 as V6};
-        let refused = libc::ECONNREFUSED as u32;
+        use nix::libc::{SO_EE_ORIGIN_ICMP as V4, SO_EE_ORIGIN_ICMP6 as V6};
+        let refused = nix::libc::ECONNREFUSED as u32;
         // ICMP port, host and network unreachable, administratively prohibited.
         for code in [3, 1, 0, 13, 10] {
             assert_eq!(
@@ -210,7 +210,7 @@ mod tests {
         // Source route failed, precedence cutoff; time exceeded.
         assert_eq!(classify(V4, refused, 3, 5, 0), None);
         assert_eq!(classify(V4, refused, 3, 15, 0), None);
-        assert_eq!(classify(V4, libc::EHOSTUNREACH as u32, 11, 0, 0), None);
+        assert_eq!(classify(V4, nix::libc::EHOSTUNREACH as u32, 11, 0, 0), None);
         // ICMPv6 port unreachable and no route; time exceeded.
         assert_eq!(classify(V6, refused, 1, 4, 0), Some(IcmpError::Unreachable));
         assert_eq!(classify(V6, refused, 1, 0, 0), Some(IcmpError::Unreachable));
@@ -219,28 +219,31 @@ mod tests {
 
     #[test]
     fn too_big_carries_the_mtu() {
-        let size = libc::EMSGSIZE as u32;
+        let size = nix::libc::EMSGSIZE as u32;
         let too_big = |mtu| Some(IcmpError::PacketTooBig { mtu });
         assert_eq!(
-            classify(libc::SO_EE_ORIGIN_ICMP, size, 3, 4, 1400),
+            classify(nix::libc::SO_EE_ORIGIN_ICMP, size, 3, 4, 1400),
             too_big(Some(1400))
         );
         assert_eq!(
-            classify(libc::SO_EE_ORIGIN_ICMP, size, 3, 4, 0),
+            classify(nix::libc::SO_EE_ORIGIN_ICMP, size, 3, 4, 0),
             too_big(None)
         );
         assert_eq!(
-            classify(libc::SO_EE_ORIGIN_ICMP6, size, 2, 0, 1280),
+            classify(nix::libc::SO_EE_ORIGIN_ICMP6, size, 2, 0, 1280),
             too_big(Some(1280))
         );
         assert_eq!(
-            classify(libc::SO_EE_ORIGIN_LOCAL, size, 0, 0, 1500),
+            classify(nix::libc::SO_EE_ORIGIN_LOCAL, size, 0, 0, 1500),
             too_big(Some(1500))
         );
         // Other local errors and origins are not ours to interpret.
-        let nobufs = libc::ENOBUFS as u32;
-        assert_eq!(classify(libc::SO_EE_ORIGIN_LOCAL, nobufs, 0, 0, 0), None);
-        assert_eq!(classify(libc::SO_EE_ORIGIN_NONE, size, 3, 4, 0), None);
+        let nobufs = nix::libc::ENOBUFS as u32;
+        assert_eq!(
+            classify(nix::libc::SO_EE_ORIGIN_LOCAL, nobufs, 0, 0, 0),
+            None
+        );
+        assert_eq!(classify(nix::libc::SO_EE_ORIGIN_NONE, size, 3, 4, 0), None);
     }
 
     /// A closed port on `ip`: bind a socket and drop it.
