@@ -67,13 +67,19 @@ impl UtpSocket {
         config: SocketConfig,
     ) -> io::Result<Self> {
         let socket = utp_io::bind_udp_first(addr.to_socket_addrs()?, &config)?;
-        Self::from_std(socket, config)
+        // `bind_udp_first` sized the buffers already (once, so their log lines appear once).
+        Self::adopt(socket, config)
     }
 
     /// Use a UDP socket the caller bound already. It is made non-blocking and its buffers are
     /// sized per `config`. Needs no runtime: async-io's reactor starts on first use.
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         utp_io::configure_socket((&socket).into(), &config)?;
+        Self::adopt(socket, config)
+    }
+
+    /// [`from_std`](Self::from_std) for a socket whose buffers are sized already.
+    fn adopt(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         let runtime = AsyncIoRuntime {
             port: socket.local_addr()?.port(),
         };

@@ -66,13 +66,19 @@ impl UtpSocket {
     /// Bind to the first address `addr` resolves to that works.
     pub fn bind_with_config(addr: impl ToSocketAddrs, config: SocketConfig) -> io::Result<Self> {
         let socket = utp_io::bind_udp_first(addr.to_socket_addrs()?, &config)?;
-        Self::from_std(socket, config)
+        // `bind_udp_first` sized the buffers already (once, so their log lines appear once).
+        Self::adopt(socket, config)
     }
 
     /// Use a UDP socket the caller bound already. Its buffers are sized per `config`; the
     /// driver thread owns it from now on.
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         utp_io::configure_socket((&socket).into(), &config)?;
+        Self::adopt(socket, config)
+    }
+
+    /// [`from_std`](Self::from_std) for a socket whose buffers are sized already.
+    fn adopt(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         let (runtime, udp) = ThreadRuntime::new(socket)?;
         let inner = Socket::new(runtime, udp, config)?;
         Ok(Self { inner })

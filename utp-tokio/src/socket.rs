@@ -83,7 +83,8 @@ impl UtpSocket {
         let mut last = None;
         for addr in lookup_host(addr).await? {
             match utp_io::bind_udp(addr, &config) {
-                Ok(socket) => return Self::from_std(socket, config),
+                // `bind_udp` sized the buffers already.
+                Ok(socket) => return Self::adopt(socket, config, false),
                 Err(e) => last = Some(e),
             }
         }
@@ -96,6 +97,16 @@ impl UtpSocket {
     /// sized per `config`. Fails outside a tokio runtime, and on a runtime built without IO
     /// or time (`enable_io`, `enable_time`, or `enable_all`), which the driver needs.
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
+        Self::adopt(socket, config, true)
+    }
+
+    /// [`from_std`](Self::from_std), sizing the buffers only if `configure` (once per
+    /// socket, so their log lines appear once).
+    fn adopt(
+        socket: std::net::UdpSocket,
+        config: SocketConfig,
+        configure: bool,
+    ) -> io::Result<Self> {
         let handle = current_runtime()?;
         socket.set_nonblocking(true)?;
         let socket = {
@@ -104,20 +115,23 @@ impl UtpSocket {
             catch_unwind(AssertUnwindSafe(|| tokio::net::UdpSocket::from_std(socket)))
                 .map_err(|_| missing_driver("IO", "enable_io"))??
         };
-        Self::start(handle, socket, config)
+        Self::start(handle, socket, config, configure)
     }
 
     /// Use a tokio UDP socket the caller has already. Its buffers are sized per `config`.
     pub fn from_tokio(socket: tokio::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
-        Self::start(current_runtime()?, socket, config)
+        Self::start(current_runtime()?, socket, config, true)
     }
 
     fn start(
         handle: tokio::runtime::Handle,
         socket: tokio::net::UdpSocket,
         config: SocketConfig,
+        configure: bool,
     ) -> io::Result<Self> {
-        utp_io::configure_socket(SockRef::from(&socket), &config)?;
+        if configure {
+            utp_io::configure_socket(SockRef::from(&socket), &config)?;
+        }
         let runtime = Arc::new(TokioRuntime(handle));
         let inner = Socket::new(runtime, Arc::new(TokioUdp::new(socket)?), config)?;
         Ok(Self { inner })
