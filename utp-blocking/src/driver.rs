@@ -332,18 +332,7 @@ impl AsyncUdpSocket for ThreadUdp {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         let Some(batch) = &self.batch else {
-            return match self.poll_recv_from(cx, &mut bufs[0]) {
-                Poll::Ready(Ok((len, from))) => {
-                    meta[0] = RecvMeta {
-                        from,
-                        len,
-                        stride: len,
-                    };
-                    Poll::Ready(Ok(1))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            };
+            return utp_io::poll_recv_one(self, cx, bufs, meta);
         };
         if let Some(Err(e)) = self.stash().received.take() {
             // An error a sleep's peek reported (the pending error of an ICMP report).

@@ -142,7 +142,7 @@ pub use config::{
     SocketConfig, SocketHook, bind_udp, bind_udp_first, configure_socket, set_dont_fragment,
 };
 pub use error::Error;
-pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime};
+pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime, poll_recv_one};
 pub use shared::{ShutdownReport, SocketStats};
 pub use socket::{Connecting, ConnectionInfo, Socket};
 pub use stream::Stream;

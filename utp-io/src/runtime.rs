@@ -98,18 +98,7 @@ pub trait AsyncUdpSocket: Debug + Send + Sync + 'static {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        match self.poll_recv_from(cx, &mut bufs[0]) {
-            Poll::Ready(Ok((len, from))) => {
-                meta[0] = RecvMeta {
-                    from,
-                    len,
-                    stride: len,
-                };
-                Poll::Ready(Ok(1))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_recv_one(self, cx, bufs, meta)
     }
 
     /// Datagrams one [`poll_send_segments`](Self::poll_send_segments) may carry; 1 (the
@@ -171,4 +160,25 @@ pub trait AsyncUdpSocket: Debug + Send + Sync + 'static {
             "this socket cannot toggle don't-fragment",
         ))
     }
+}
+
+/// [`AsyncUdpSocket::poll_recv_batch`] with one datagram from
+/// [`poll_recv_from`](AsyncUdpSocket::poll_recv_from) into `bufs[0]`: the trait's default,
+/// for implementations that batch only when the OS allows.
+pub fn poll_recv_one<S: AsyncUdpSocket + ?Sized>(
+    socket: &S,
+    cx: &mut Context<'_>,
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+) -> Poll<io::Result<usize>> {
+    socket
+        .poll_recv_from(cx, &mut bufs[0])
+        .map_ok(|(len, from)| {
+            meta[0] = RecvMeta {
+                from,
+                len,
+                stride: len,
+            };
+            1
+        })
 }

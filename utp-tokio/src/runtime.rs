@@ -204,18 +204,7 @@ impl AsyncUdpSocket for TokioUdp {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         let Some(batch) = &self.1 else {
-            return match self.poll_recv_from(cx, &mut bufs[0]) {
-                Poll::Ready(Ok((len, from))) => {
-                    meta[0] = RecvMeta {
-                        from,
-                        len,
-                        stride: len,
-                    };
-                    Poll::Ready(Ok(1))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            };
+            return utp_io::poll_recv_one(self, cx, bufs, meta);
         };
         self.poll_io(cx, tokio::io::Interest::READABLE, || {
             batch.try_recv(&self.0, bufs, meta)
