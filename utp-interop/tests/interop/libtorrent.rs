@@ -389,6 +389,8 @@ async fn close_peer_initiates() -> Res {
     )
     .await??;
     let eof_at = relay.now();
+    // libtorrent puts its close reason (extension 3) on its FIN.
+    let peer_reason = stream.peer_close_reason();
     drop(stream);
     let closed = wait_closed(&socket, Duration::from_secs(5)).await;
     tokio::time::sleep(CLOSE_WATCH).await;
@@ -406,8 +408,12 @@ async fn close_peer_initiates() -> Res {
         .find(|e| e["event"] == "disconnect")
         .cloned()
         .unwrap_or_default();
+    let lt_reason = disconnect["reason"].as_u64();
+    let reason_ok =
+        peer_reason.is_some() && lt_reason.is_none_or(|r| peer_reason == u16::try_from(r).ok());
     let detail = format!(
-        "peer closed: {}; our side closed {:?} after EOF; {}; lt timeouts {}; lt says {}; data pkts {}",
+        "peer closed: {}; close reason: lt sent {peer_reason:?}, lt's alert says {lt_reason:?}; \
+         our side closed {:?} after EOF; {}; lt timeouts {}; lt says {}; data pkts {}",
         report.peer_closed,
         closed,
         check.summary(),
@@ -420,7 +426,7 @@ async fn close_peer_initiates() -> Res {
         "close trace from t0 (-> is us to libtorrent):\n{}",
         check.dump
     );
-    let pass = check.ok() && report.peer_closed && closed.is_some();
+    let pass = check.ok() && report.peer_closed && closed.is_some() && reason_ok;
     result(
         PEER,
         "close: peer closes first",
