@@ -136,33 +136,49 @@ impl UtpStream {
     }
 }
 
-impl AsyncRead for UtpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        poll_read(&self.inner, cx, buf)
-    }
+/// `AsyncRead` for a type whose `inner` is (or derefs to) the shared [`Stream`].
+macro_rules! forward_async_read {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                poll_read(&self.inner, cx, buf)
+            }
+        }
+    };
 }
 
-impl AsyncWrite for UtpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write(cx, buf)
-    }
+/// `AsyncWrite` for a type whose `inner` is (or derefs to) the shared [`Stream`], with
+/// `shutdown` the half-close. (`OwnedWriteHalf` has its own: it also disarms its FIN on
+/// drop.)
+macro_rules! forward_async_write {
+    ($ty:ty) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_write(cx, buf)
+            }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_flush(cx)
-    }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner.poll_flush(cx)
+            }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_shutdown(cx)
-    }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner.poll_shutdown(cx)
+            }
+        }
+    };
 }
+
+forward_async_read!(UtpStream);
+
+forward_async_write!(UtpStream);
 
 /// The reading half of a [`UtpStream`], from [`UtpStream::into_split`].
 #[derive(Debug)]
@@ -174,15 +190,7 @@ impl OwnedReadHalf {
     utp_io::__stream_getters!(inner);
 }
 
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        poll_read(&self.inner, cx, buf)
-    }
-}
+forward_async_read!(OwnedReadHalf);
 
 /// The writing half of a [`UtpStream`], from [`UtpStream::into_split`]. Dropping it sends a
 /// FIN.
@@ -240,15 +248,7 @@ impl ReadHalf<'_> {
     utp_io::__stream_getters!(inner);
 }
 
-impl AsyncRead for ReadHalf<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        poll_read(self.inner, cx, buf)
-    }
-}
+forward_async_read!(ReadHalf<'_>);
 
 /// The writing half of a [`UtpStream`], borrowed by [`UtpStream::split`]. `shutdown` sends
 /// a FIN; dropping it does not.
@@ -266,23 +266,7 @@ impl WriteHalf<'_> {
     }
 }
 
-impl AsyncWrite for WriteHalf<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_shutdown(cx)
-    }
-}
+forward_async_write!(WriteHalf<'_>);
 
 fn poll_read(stream: &Stream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
     if buf.remaining() == 0 {
