@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
@@ -69,28 +69,8 @@ impl Libtorrent {
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"raw": line}));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let err_text = Arc::new(Mutex::new(String::new()));
-        tokio::spawn({
-            let err_text = err_text.clone();
-            async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut t = err_text.lock().expect("stderr");
-                    t.push_str(&line);
-                    t.push('\n');
-                }
-            }
-        });
+        let events = super::json_lines(stdout, |v| v);
+        let err_text = super::collect_stderr(stderr);
         let mut lt = Self {
             child,
             stdin,

@@ -12,8 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -215,32 +214,11 @@ impl Libutp {
             .spawn()?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| json!({"raw": line}));
-                let event = Event {
-                    at: Instant::now(),
-                    value,
-                };
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
+        let events = super::json_lines(stdout, |value| Event {
+            at: Instant::now(),
+            value,
         });
-        let err_text = Arc::new(Mutex::new(String::new()));
-        tokio::spawn({
-            let err_text = err_text.clone();
-            async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut t = err_text.lock().expect("stderr");
-                    t.push_str(&line);
-                    t.push('\n');
-                }
-            }
-        });
+        let err_text = super::collect_stderr(stderr);
         let mut peer = Self {
             _child: child,
             events,

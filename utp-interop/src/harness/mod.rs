@@ -155,6 +155,47 @@ impl Drop for TempDir {
     }
 }
 
+/// A child's stdout as JSON lines (a line that is not JSON arrives as `{"raw": line}`),
+/// each wrapped by `wrap`, until the child closes it: the event stream of the peer scripts.
+pub(crate) fn json_lines<T: Send + 'static>(
+    stdout: tokio::process::ChildStdout,
+    wrap: impl Fn(serde_json::Value) -> T + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<T> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let value =
+                serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+            if tx.send(wrap(value)).is_err() {
+                break;
+            }
+        }
+    });
+    events
+}
+
+/// A child's stderr, collected as it comes, for failure messages.
+pub(crate) fn collect_stderr(
+    stderr: tokio::process::ChildStderr,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::AsyncBufReadExt;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    tokio::spawn({
+        let text = text.clone();
+        async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut t = text.lock().expect("stderr");
+                t.push_str(&line);
+                t.push('\n');
+            }
+        }
+    });
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
