@@ -134,7 +134,7 @@ impl Connection {
                 // UI:2988-2991); a data packet that overtook a lost SYN-ACK carries it too.
                 self.recv.set_ack_nr(h.seq_nr.prev());
                 self.state = State::Connected;
-                self.events.push_back(Event::Connected);
+                self.events.push(EventKind::Connected);
                 self.confirm_pending = true;
                 self.ack_now = true;
                 debug!(remote = %self.remote, "connected");
@@ -149,9 +149,7 @@ impl Connection {
                 self.syn_ack = None;
                 self.timers.stop(Timer::Retransmit);
                 self.announced = true;
-                self.events.push_back(Event::Incoming {
-                    remote: self.remote,
-                });
+                self.events.push(EventKind::Incoming);
                 debug!(remote = %self.remote, "incoming connection verified");
             }
             _ => {}
@@ -230,7 +228,7 @@ impl Connection {
             self.peer_finished_signalled = true;
             self.fin_ack_grace = true;
             if self.state != State::SynReceived {
-                self.events.push_back(Event::PeerFinished);
+                self.events.push(EventKind::PeerFinished);
                 self.signal_readable();
             }
         }
@@ -239,7 +237,7 @@ impl Connection {
     pub(super) fn signal_readable(&mut self) {
         if !self.readable_signalled && !self.released {
             self.readable_signalled = true;
-            self.events.push_back(Event::Readable);
+            self.events.push(EventKind::Readable);
         }
     }
 
@@ -475,7 +473,7 @@ impl Connection {
             self.arm_probe(now);
             if self.write_blocked && self.send.free() > 0 && !self.fin_queued {
                 self.write_blocked = false;
-                self.events.push_back(Event::Writable);
+                self.events.push(EventKind::Writable);
             }
         }
     }

@@ -6,6 +6,7 @@
 //! the current time; none reads a clock.
 
 mod error;
+mod events;
 mod input;
 mod mtu;
 mod output;
@@ -15,8 +16,8 @@ mod send_buf;
 mod stats;
 mod timer;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::debug;
@@ -24,6 +25,7 @@ use tracing::debug;
 pub use error::{ConnectionError, ReadError, WriteError};
 pub use stats::ConnectionStats;
 
+use self::events::{EventKind, EventQueue};
 use self::mtu::PathMtu;
 use self::recv_buf::RecvBuffer;
 use self::rtt::RttEstimator;
@@ -55,7 +57,8 @@ pub(crate) struct Connection {
     remote: SocketAddr,
     recv_id: u16,
     send_id: u16,
-    config: ConnectionConfig,
+    /// Shared with every connection opened with the same settings (most of them).
+    config: Arc<ConnectionConfig>,
     epoch: Instant,
     send: SendBuffer,
     recv: RecvBuffer,
@@ -136,7 +139,7 @@ pub(crate) struct Connection {
     final_fin_retries: Option<u32>,
     /// Packets that arrived after the connection ended and were not re-acknowledged.
     closed_packets: u64,
-    events: VecDeque<Event>,
+    events: EventQueue,
     stats: ConnectionStats,
     last_sent: Instant,
     /// When the last data packet left (new or resent), for the restart after idle.
@@ -166,7 +169,7 @@ impl Connection {
         remote: SocketAddr,
         recv_id: u16,
         isn: SeqNr,
-        config: ConnectionConfig,
+        config: Arc<ConnectionConfig>,
     ) -> Self {
         let mut c = Self::new(
             now,
@@ -191,7 +194,7 @@ impl Connection {
         remote: SocketAddr,
         syn: &Header,
         isn: SeqNr,
-        config: ConnectionConfig,
+        config: Arc<ConnectionConfig>,
     ) -> Self {
         let id = syn.connection_id;
         let mut c = Self::new(
@@ -226,7 +229,7 @@ impl Connection {
         recv_id: u16,
         send_id: u16,
         isn: SeqNr,
-        config: ConnectionConfig,
+        config: Arc<ConnectionConfig>,
     ) -> Self {
         let ipv6 = remote.is_ipv6() && !is_v4_mapped(remote);
         let mtu = PathMtu::new(
@@ -297,7 +300,7 @@ impl Connection {
             peer_fin_acked: false,
             final_fin_retries: None,
             closed_packets: 0,
-            events: VecDeque::new(),
+            events: EventQueue::new(),
             stats: ConnectionStats::default(),
             last_sent: now,
             last_data_sent: now,
@@ -396,7 +399,8 @@ impl Connection {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let kind = self.events.pop()?;
+        Some(kind.event(self.remote, self.error))
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -559,7 +563,7 @@ impl Connection {
 
     /// Nagle's algorithm on or off for this connection.
     pub(crate) fn set_nagle(&mut self, on: bool) {
-        self.config.nagle = on;
+        Arc::make_mut(&mut self.config).nagle = on;
     }
 
     pub(crate) fn nagle(&self) -> bool {
@@ -631,7 +635,7 @@ impl Connection {
         if !self.fin_acked {
             self.fin_acked = true;
             if self.is_known_to_app() {
-                self.events.push_back(Event::WriteFinished);
+                self.events.push(EventKind::WriteFinished);
             }
         }
     }
@@ -654,13 +658,13 @@ impl Connection {
             self.ack_now = false;
         }
         if known {
-            self.events.push_back(Event::Closed { error });
+            self.events.push(EventKind::Closed);
             if error.is_some() {
                 // Wake blocked readers and writers so they see the error.
                 self.signal_readable();
                 if self.write_blocked {
                     self.write_blocked = false;
-                    self.events.push_back(Event::Writable);
+                    self.events.push(EventKind::Writable);
                 }
             }
         }
@@ -685,6 +689,10 @@ impl Connection {
         if self.timers.is_expired(Timer::Keepalive, now) {
             self.timers.stop(Timer::Keepalive);
             self.send_keepalive = true;
+            // A keepalive interval of silence: the connection is idle, its empty buffers
+            // need not stay allocated.
+            self.send.release_idle_memory();
+            self.recv.release_idle_memory();
         }
         if self.timers.is_expired(Timer::Idle, now) {
             self.timers.stop(Timer::Idle);

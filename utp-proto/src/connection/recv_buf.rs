@@ -260,6 +260,19 @@ impl RecvBuffer {
         self.fin_reached
     }
 
+    /// Give back the memory of an empty buffer (see `SendBuffer::release_idle_memory`).
+    /// Auto-tuning state goes too: it measures reading rounds, which a quiet connection
+    /// does not have, and starts again from the current size when data comes.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.ready.is_empty() {
+            self.ready = VecDeque::new();
+        }
+        if self.reorder.is_empty() {
+            self.reorder = VecDeque::new();
+        }
+        self.tuning = None;
+    }
+
     /// From now on acknowledge data but throw it away (the application closed).
     pub(crate) fn discard(&mut self) {
         self.discard = true;
@@ -404,6 +417,21 @@ mod tests {
         let n = b.read(&mut out);
         out.truncate(n);
         out
+    }
+
+    #[test]
+    fn a_quiet_buffer_gives_its_memory_back_and_keeps_unread_bytes() {
+        let mut b = buf();
+        assert_eq!(b.insert(SeqNr(0xfffe), b"ab", false), Insert::InOrder);
+        assert_eq!(b.insert(SeqNr(0), b"d", false), Insert::OutOfOrder);
+        b.release_idle_memory();
+        assert_eq!(b.insert(SeqNr(0xffff), b"c", false), Insert::InOrder);
+        assert_eq!(read_all(&mut b), b"abcd");
+        assert!(b.ready.capacity() > 0);
+        b.release_idle_memory();
+        assert_eq!((b.ready.capacity(), b.reorder.capacity()), (0, 0));
+        assert_eq!(b.insert(SeqNr(1), b"e", false), Insert::InOrder);
+        assert_eq!(read_all(&mut b), b"e");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub(crate) struct SentPacket {
     pub(crate) status: Status,
 }
 
+/// Record slots an emptied buffer may keep allocated: more are freed only by
+/// [`SendBuffer::release_idle_memory`], so a bulk sender does not reallocate them per round.
+const SMALL_RECORDS: usize = 8;
+
 /// Bytes written but not yet acknowledged, and the packets carrying them.
 #[derive(Debug)]
 pub(crate) struct SendBuffer {
@@ -275,6 +279,22 @@ impl SendBuffer {
         let drop = (new_base - self.base) as usize;
         self.data.drain(..drop);
         self.base = new_base;
+        if self.records.is_empty() && self.records.capacity() <= SMALL_RECORDS {
+            // The handshake's or a short exchange's few records: give the block back rather
+            // than keep it for the connection's idle life (allocating a few again is cheap).
+            self.records = VecDeque::new();
+        }
+    }
+
+    /// Give back the memory of an empty buffer (a connection gone quiet; Linux frees the
+    /// buffers of an idle socket the same way). Keeps whatever still holds bytes.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.data.is_empty() {
+            self.data = VecDeque::new();
+        }
+        if self.records.is_empty() {
+            self.records = VecDeque::new();
+        }
     }
 }
 
@@ -301,6 +321,32 @@ mod tests {
         b.grow_for_window(10_000);
         assert_eq!(b.capacity(), 1000);
         assert_eq!(b.write(&[0; 2000]), 1000);
+    }
+
+    #[test]
+    fn emptied_buffers_give_their_memory_back() {
+        let now = Instant::now();
+        let mut b = SendBuffer::new(1 << 20, 1 << 20, SeqNr(1));
+        // The handshake's one record: freed as soon as it is acknowledged.
+        let syn = b.push(Kind::Syn, 0, now);
+        b.ack_through(syn, |_, _| {});
+        assert_eq!(b.records.capacity(), 0);
+        // A bulk round keeps its blocks for the next one...
+        assert_eq!(b.write(&[7; 100 * 1400]), 100 * 1400);
+        let last = (0..100).map(|_| b.push(Kind::Data, 1400, now)).last();
+        b.ack_through(last.expect("pushed"), |_, _| {});
+        assert_eq!(b.buffered(), 0);
+        assert!(b.records.capacity() >= 100 && b.data.capacity() >= 100 * 1400);
+        // ...until the connection goes quiet.
+        b.release_idle_memory();
+        assert_eq!((b.records.capacity(), b.data.capacity()), (0, 0));
+        // Nothing outstanding is lost by it.
+        assert_eq!(b.write(b"abc"), 3);
+        let s = b.push(Kind::Data, 3, now);
+        b.release_idle_memory();
+        let mut out = Vec::new();
+        b.copy_payload(b.get(s).expect("outstanding"), &mut out);
+        assert_eq!(out, b"abc");
     }
 
     #[test]

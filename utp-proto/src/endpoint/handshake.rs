@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand_core::RngCore;
@@ -74,7 +75,7 @@ impl Endpoint {
             remote,
             h,
             isn,
-            self.config.connection.clone(),
+            Arc::clone(&self.connection_config),
         );
         let ch = self.insert(conn);
         self.backlog.insert(now, ch.0);

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand_chacha::ChaCha8Rng;
@@ -45,6 +46,8 @@ use time_wait::TimeWait;
 ///   [`poll_timeout`](Self::poll_timeout).
 pub struct Endpoint {
     config: EndpointConfig,
+    /// `config.connection`, shared by every connection opened with it.
+    connection_config: Arc<ConnectionConfig>,
     epoch: Instant,
     last_now: Instant,
     rng: ChaCha8Rng,
@@ -111,6 +114,7 @@ impl Endpoint {
         Ok(Self {
             resets: ResetLimiter::new(config.max_resets_per_second),
             time_wait: TimeWait::new(config.time_wait, config.max_connections),
+            connection_config: Arc::new(config.connection.clone()),
             config,
             epoch: now,
             last_now: now,
@@ -210,8 +214,8 @@ impl Endpoint {
         now: Instant,
         remote: SocketAddr,
     ) -> Result<ConnectionHandle, ConnectError> {
-        let config = self.config.connection.clone();
-        self.connect_with(now, remote, config)
+        let config = Arc::clone(&self.connection_config);
+        self.open(now, remote, config)
     }
 
     /// Open a connection with its own settings.
@@ -220,6 +224,15 @@ impl Endpoint {
         now: Instant,
         remote: SocketAddr,
         config: ConnectionConfig,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        self.open(now, remote, Arc::new(config))
+    }
+
+    fn open(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        config: Arc<ConnectionConfig>,
     ) -> Result<ConnectionHandle, ConnectError> {
         let now = self.clamp(now);
         let ip = remote.ip();
