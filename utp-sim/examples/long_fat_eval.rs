@@ -2,14 +2,16 @@
 //! table (copied into `utp-sim/README.md`).
 //!
 //! ```text
-//! cargo run --release -p utp-sim --example long_fat_eval [seed]
+//! cargo run --release -p utp-sim --example long_fat_eval [seed] [controller]
 //! ```
+//!
+//! `controller` is `ledbat` (default) or `ledbat++`.
 //!
 //! One flow alone on a [`Dumbbell`] for each of {10, 100, 1000} Mbit/s × {10, 100, 300} ms
 //! base RTT, with a tail-drop buffer that holds the larger of the RTT and twice LEDBAT's
 //! 100 ms target (so the controller, not the buffer, sets the queue; a shorter buffer
-//! exposes loss recovery, not slow start), without random loss and with 0.1 % of the data
-//! packets lost at random. Both ends use default settings where LEDBAT's window at its
+//! exposes loss recovery, not slow start), without random loss (random loss is
+//! `mathis_eval`). Both ends use default settings where LEDBAT's window at its
 //! target, `rate × (RTT + 100 ms)`, fits the default 8 MiB maxima, else the maxima raised to
 //! twice that window (`raised`).
 //!
@@ -18,14 +20,12 @@
 //! least 3 s. Memory per connection is the most it held at any sample (every RTT/4): bytes
 //! written and unacknowledged at the sender; the size the receive buffer grew to (what it
 //! would hold if the application stopped reading) and what it held (unread or out of
-//! order), with its reorder slots. With loss, goodput is measured over 100 RTTs (at least
-//! 5 s) and set beside the Mathis bound `MSS / RTT · 1.22 / √p` (capped at the link's
-//! payload rate).
+//! order), with its reorder slots.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use utp_proto::congestion::LedbatConfig;
+use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfig};
 use utp_proto::{ConnectionConfig, EndpointConfig};
 use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 
@@ -33,13 +33,10 @@ use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 const TARGET: Duration = Duration::from_millis(100);
 /// `ConnectionConfig`'s default `max_send_buffer` and `max_receive_window`.
 const DEFAULT_MAX: usize = 8 << 20;
-/// Payload of a full packet (1472-byte UDP payload minus the 20-byte header).
-const MSS: f64 = 1452.0;
 
 struct Run {
     ss_end: Option<Duration>,
     utilisation: f64,
-    goodput_bps: f64,
     peak_send: usize,
     peak_recv: usize,
     peak_slots: usize,
@@ -48,19 +45,20 @@ struct Run {
 }
 
 fn run(
+    controller: Arc<dyn ControllerFactory>,
     bits_per_sec: u64,
     rtt: Duration,
-    loss: f64,
     conn: &ConnectionConfig,
     span: Duration,
     seed: u64,
 ) -> Run {
     let queue = rtt.max(2 * TARGET);
-    let mut config = DumbbellConfig::new(bits_per_sec, rtt, queue);
-    config.bottleneck.loss = loss;
-    let mut flow = FlowConfig::new("flow", Arc::new(LedbatConfig::default()));
-    flow.sender = endpoint(conn);
-    flow.receiver = endpoint(conn);
+    let config = DumbbellConfig::new(bits_per_sec, rtt, queue);
+    let mut flow = FlowConfig::new("flow", controller.clone());
+    let mut conn = conn.clone();
+    flow.receiver = endpoint(&conn);
+    conn.controller(controller);
+    flow.sender = endpoint(&conn);
     let mut net = Dumbbell::new(config, vec![flow], seed);
     let tick = rtt / 4;
     let cap = Duration::from_secs(60);
@@ -93,7 +91,6 @@ fn run(
     Run {
         ss_end,
         utilisation: net.utilisation(from, to),
-        goodput_bps: net.goodput(0, from, to) * 8.0,
         peak_send,
         peak_recv,
         peak_slots,
@@ -130,9 +127,16 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let name = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "ledbat".to_string());
+    let controller: Arc<dyn ControllerFactory> = match name.as_str() {
+        "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
+        _ => Arc::new(LedbatConfig::default()),
+    };
     let rates = [10_000_000u64, 100_000_000, 1_000_000_000];
     let rtts = [10u64, 100, 300].map(Duration::from_millis);
-    println!("long_fat_eval (seed {seed}): one LEDBAT flow, bottleneck buffer max(RTT, 200 ms)");
+    println!("long_fat_eval (seed {seed}): one {name} flow, bottleneck buffer max(RTT, 200 ms)");
     println!();
     println!(
         "| rate | RTT | maxima | slow start ends (s) | utilisation after | send buffer held \
@@ -143,7 +147,7 @@ fn main() {
         for &rtt in &rtts {
             let (conn, raised) = config_for(rate, rtt);
             let span = (rtt * 30).max(Duration::from_secs(3));
-            let r = run(rate, rtt, 0.0, &conn, span, seed);
+            let r = run(controller.clone(), rate, rtt, &conn, span, seed);
             println!(
                 "| {} Mbit/s | {} ms | {} | {} | {:.1} % | {} | {} | {}, {} | {} |",
                 rate / 1_000_000,
@@ -161,27 +165,5 @@ fn main() {
         }
     }
     println!();
-    let p = 0.001;
-    println!("With {:.1} % random loss on the data path:", p * 100.0);
-    println!();
-    println!("| rate | RTT | config | goodput (Mbit/s) | Mathis bound (Mbit/s) | ratio |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for &rate in &rates {
-        for &rtt in &rtts {
-            let (conn, raised) = config_for(rate, rtt);
-            let span = (rtt * 100).max(Duration::from_secs(5));
-            let r = run(rate, rtt, p, &conn, span, seed);
-            let link_payload = rate as f64 * MSS / (MSS + 20.0);
-            let mathis = (MSS * 8.0 / rtt.as_secs_f64() * 1.22 / p.sqrt()).min(link_payload);
-            println!(
-                "| {} Mbit/s | {} ms | {} | {:.2} | {:.2} | {:.2} |",
-                rate / 1_000_000,
-                rtt.as_millis(),
-                if raised { "raised" } else { "default" },
-                r.goodput_bps / 1e6,
-                mathis / 1e6,
-                r.goodput_bps / mathis,
-            );
-        }
-    }
+    println!("Random loss: `cargo run --release -p utp-sim --example mathis_eval`.");
 }
