@@ -257,7 +257,7 @@ impl Connection {
             ),
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             cc: config.controller.build(now, mss),
-            timers: TimerTable::default(),
+            timers: TimerTable::new(now),
             peer_wnd: mss,
             max_peer_wnd: mss,
             reply_micro: 0,
