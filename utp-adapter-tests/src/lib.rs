@@ -274,8 +274,8 @@ pub async fn eventually<A: Adapter>(limit: Duration, what: &str, mut done: impl 
 }
 
 /// Whether the driver thread of the socket on `port` runs (Linux; `None` elsewhere): the
-/// async-io and blocking adapters run one per socket, named `utp-drv-<port>`, until the
-/// socket and its streams are done.
+/// blocking adapter runs one per socket, named `utp-drv-<port>`, until the socket and its
+/// streams are done (the async-io adapter runs every socket's driver on one thread).
 pub fn driver_thread(port: u16) -> Option<bool> {
     let name = format!("utp-drv-{port}");
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;

@@ -38,12 +38,15 @@
 //!
 //! # The driver
 //!
-//! Each socket's driver runs on a thread of its own (named `utp-drv-<port>`) under
-//! `async_io::block_on`. It sleeps in async-io's reactor until a datagram, a protocol
-//! deadline or an application call needs it, so an idle socket costs no CPU; the thread ends
-//! once the socket and every stream on it are gone and their connections are closed. This
-//! keeps the crate independent of any executor's internals: the same code works under
-//! `async_std::task::block_on`, `smol::block_on` and executors that have no global spawner.
+//! Every socket's driver is a task on one thread per process (named `utp-driver`, started
+//! with the first socket), which runs them under `async_io::block_on`. It sleeps in
+//! async-io's reactor until a datagram, a protocol deadline or an application call needs
+//! it, so idle sockets cost no CPU; a socket's driver ends once the socket and every stream
+//! on it are gone and their connections are closed, and the thread then waits for the next
+//! socket. This keeps the crate independent of any executor's internals: the same code works
+//! under `async_std::task::block_on`, `smol::block_on` and executors that have no global
+//! spawner. One thread rather than one per socket: two sockets of the process talk to each
+//! other without handing every datagram between threads.
 //!
 //! # Streams
 //!
@@ -55,8 +58,8 @@
 //!
 //! # Closing before the program exits
 //!
-//! The background close (after a drop or futures-io's `close`) runs on the socket's driver
-//! thread, which dies with the process: a program that returns from `main` right after
+//! The background close (after a drop or futures-io's `close`) runs on the driver thread,
+//! which dies with the process: a program that returns from `main` right after
 //! dropping its streams may lose the tail of its data, as with TCP without `SO_LINGER`, and
 //! the peer then waits until its own timeout. Await [`UtpStream::close_gracefully`] (the
 //! peer acknowledged everything) or [`UtpSocket::shutdown_gracefully`] (every connection on

@@ -1,5 +1,6 @@
 //! async-io glue for `utp_io`'s runtime traits: `async_io::Timer` for the driver's timer,
-//! `async_io::Async<UdpSocket>` for socket readiness, and a dedicated thread for the driver.
+//! `async_io::Async<UdpSocket>` for socket readiness, and one thread per process that runs
+//! every socket's driver.
 
 use std::future::Future;
 use std::io;
@@ -7,12 +8,14 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
+use std::sync::Mutex;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Instant;
 
+use async_executor::Executor;
 use async_io::{Async, Timer};
 use socket2::SockRef;
 use tracing::warn;
@@ -24,7 +27,8 @@ use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
 #[cfg(target_os = "linux")]
 use utp_proto::IcmpError;
 
-/// Runs each socket's driver on a thread of its own under `async_io::block_on`.
+/// Runs every socket's driver as a task on one thread per process ([`DRIVER_THREAD`]),
+/// an `async_executor::Executor` under `async_io::block_on`.
 ///
 /// Why not the application's executor: async-std's is internal to a discontinued crate, smol
 /// has none that is global unless the application sets one up, and a library that needs the
@@ -32,11 +36,18 @@ use utp_proto::IcmpError;
 /// waits in async-io's reactor (epoll/kqueue) costs no CPU while idle, needs no set-up, and
 /// works the same under `async_std::task::block_on`, `smol::block_on` or any other executor,
 /// since wakers cross threads.
+///
+/// Why one thread for all sockets rather than one each: datagrams between two sockets of
+/// the process (the bench's pair, a client and a server in one program) and the reactor
+/// are then handled on one thread instead of being handed between threads. With a thread
+/// per socket, `utp bench --runtime async-std` (64 MiB) made 43k futex calls, about one per
+/// data packet, as the two driver threads and async-io's own thread passed the reactor and
+/// each other's wake-ups around; with one thread, 22k, and the remaining ones wake the
+/// application's threads (#17). Sockets that are all busy at once share one core, as under
+/// a single-threaded runtime; uTP's per-packet work is small enough for that (libutp runs
+/// every socket on the caller's one thread).
 #[derive(Debug)]
-pub(crate) struct AsyncIoRuntime {
-    /// The socket's port, for the thread's name.
-    pub(crate) port: u16,
-}
+pub(crate) struct AsyncIoRuntime;
 
 impl Runtime for AsyncIoRuntime {
     fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
@@ -44,15 +55,37 @@ impl Runtime for AsyncIoRuntime {
     }
 
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        let spawned = thread::Builder::new()
-            .name(format!("utp-drv-{}", self.port))
-            .spawn(move || async_io::block_on(future));
-        if let Err(e) = spawned {
-            // The future was dropped with the closure: the driver reports itself stopped and
-            // every call on the socket fails with that error.
-            warn!(error = %e, "cannot start the uTP driver thread");
+        match start_driver_thread() {
+            Ok(()) => DRIVERS.spawn(future).detach(),
+            // The future is dropped here: the driver reports itself stopped and every call
+            // on the socket fails with that error.
+            Err(e) => warn!(error = %e, "cannot start the uTP driver thread"),
         }
     }
+}
+
+/// The executor of every socket's driver task, run by [`DRIVER_THREAD`].
+static DRIVERS: Executor<'static> = Executor::new();
+
+/// Whether [`DRIVER_THREAD`] runs: started with the first socket, it lives as long as the
+/// process (idle in the reactor while no socket is open).
+static STARTED: Mutex<bool> = Mutex::new(false);
+
+/// The name of the thread that runs every socket's driver.
+pub(crate) const DRIVER_THREAD: &str = "utp-driver";
+
+/// Start [`DRIVER_THREAD`] unless it runs. A failure is not remembered: the next socket
+/// tries again.
+fn start_driver_thread() -> io::Result<()> {
+    // Only a panic in `thread::Builder::spawn` could poison it; the flag is still right.
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*started {
+        thread::Builder::new()
+            .name(DRIVER_THREAD.into())
+            .spawn(|| async_io::block_on(DRIVERS.run(std::future::pending::<()>())))?;
+        *started = true;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]

@@ -13,13 +13,13 @@ use crate::UtpStream;
 use crate::runtime::{AsyncIoRuntime, IoUdp};
 
 /// A uTP socket: one UDP socket, one protocol endpoint for all its connections, and one
-/// driver (on a thread of its own, see the [crate docs](crate#the-driver)).
+/// driver (a task on the process's uTP driver thread, see the [crate docs](crate#the-driver)).
 ///
 /// It both connects and accepts. Datagrams that are not uTP (a DHT or tracker sharing the
 /// port) go to [`recv_from`](Self::recv_from), and [`send_to`](Self::send_to) sends raw
 /// datagrams from the same port. Cloning is cheap and shares everything; when the last clone
 /// is dropped the socket stops accepting, and the driver ends once every stream is closed.
-/// The driver thread dies with the process: before the program exits, await
+/// The driver dies with the process: before the program exits, await
 /// [`shutdown_gracefully`](Self::shutdown_gracefully) (or
 /// [`UtpStream::close_gracefully`] on each stream).
 ///
@@ -80,11 +80,8 @@ impl UtpSocket {
 
     /// [`from_std`](Self::from_std) for a socket whose buffers are sized already.
     fn adopt(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
-        let runtime = AsyncIoRuntime {
-            port: socket.local_addr()?.port(),
-        };
         let udp = IoUdp::new(Async::new(socket)?)?;
-        let inner = Socket::new(Arc::new(runtime), Arc::new(udp), config)?;
+        let inner = Socket::new(Arc::new(AsyncIoRuntime), Arc::new(udp), config)?;
         Ok(Self { inner })
     }
 

@@ -1,11 +1,11 @@
 //! What only the futures-io adapter has, each run under `async_std::task::block_on` and
 //! `smol::block_on`: clones and `&UtpStream` in two tasks, `close` as a half-close, sockets
-//! that move between executors, and a driver thread that ends with its socket.
+//! that move between executors, and drivers that end with their socket on one shared thread.
 
 use std::future::Future;
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use utp_adapter_tests::{assert_same, config, init_tracing, pattern, wait_for_driver_threads};
+use utp_adapter_tests::{assert_same, config, init_tracing, pattern};
 use utp_async_std::{UtpSocket, UtpStream};
 
 /// Run the test built by `test` once under each executor.
@@ -117,16 +117,16 @@ fn sockets_move_between_executors() {
 }
 
 #[test]
-fn the_driver_thread_ends_with_the_socket_and_its_streams() {
+fn the_driver_ends_with_the_socket_and_its_streams() {
     on_both_executors(|| async {
         let (a, b) = (bind(9).await, bind(10).await);
         let ports = [
             a.local_addr().unwrap().port(),
             b.local_addr().unwrap().port(),
         ];
-        if !wait_for_driver_threads(&ports, true) {
-            return; // no /proc: nothing to look at
-        }
+        // Each driver owns its UDP socket: the port is free again once the driver ended.
+        let running =
+            |running: bool| wait_until(|| ports.iter().all(|&p| port_in_use(p) == running));
         let (mut c, mut s) = connected(&a, &b).await;
         drop((a, b));
         // The streams keep the drivers running.
@@ -135,8 +135,46 @@ fn the_driver_thread_ends_with_the_socket_and_its_streams() {
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"bye");
-        assert!(wait_for_driver_threads(&ports, true));
+        assert!(running(true));
         drop(s);
-        assert!(wait_for_driver_threads(&ports, false));
+        assert!(running(false), "the drivers end and close their sockets");
     });
+}
+
+#[test]
+fn every_socket_is_driven_by_one_thread() {
+    on_both_executors(|| async {
+        let sockets = [bind(11).await, bind(12).await, bind(13).await];
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return; // no /proc: nothing to look at
+        };
+        let drivers = tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == "utp-driver")
+            .count();
+        assert_eq!(
+            drivers,
+            1,
+            "one driver thread for {} sockets",
+            sockets.len()
+        );
+    });
+}
+
+/// Whether a UDP socket is bound to `port` on 127.0.0.1.
+fn port_in_use(port: u16) -> bool {
+    std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+}
+
+/// Wait (blocking, checking every 5 ms) up to 10 s for `done`.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
 }
