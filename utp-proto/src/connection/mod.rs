@@ -24,6 +24,7 @@ use tracing::debug;
 
 pub use error::{ConnectionError, ReadError, WriteError};
 pub use stats::ConnectionStats;
+use stats::{Counters, Estimates};
 
 use self::events::{EventKind, EventQueue};
 use self::mtu::PathMtu;
@@ -140,7 +141,7 @@ pub(crate) struct Connection {
     /// Packets that arrived after the connection ended and were not re-acknowledged.
     closed_packets: u64,
     events: EventQueue,
-    stats: ConnectionStats,
+    stats: Counters,
     last_sent: Instant,
     /// When the last data packet left (new or resent), for the restart after idle.
     last_data_sent: Instant,
@@ -301,7 +302,7 @@ impl Connection {
             final_fin_retries: None,
             closed_packets: 0,
             events: EventQueue::new(),
-            stats: ConnectionStats::default(),
+            stats: Counters::default(),
             last_sent: now,
             last_data_sent: now,
             config,
@@ -408,21 +409,21 @@ impl Connection {
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
-        let mut s = self.stats.clone();
-        s.rtt = self.rtt.get();
-        s.min_rtt = self.rtt.min();
-        s.rto = self.rtt.rto();
-        s.cwnd = self.cc.window();
-        s.ssthresh = self.cc.ssthresh();
-        s.bytes_in_flight = self.send.in_flight_bytes();
-        s.peer_window = self.peer_wnd;
-        s.advertised_window = self.last_advertised;
-        s.bytes_received = self.recv.delivered();
-        s.packet_size = self.mtu.current();
-        s.mtu_probes_sent = self.mtu.probes_sent();
-        s.mtu_probes_lost = self.mtu.probes_lost();
-        s.close_reason = self.close_reason;
-        s
+        self.stats.snapshot(Estimates {
+            rtt: self.rtt.get(),
+            min_rtt: self.rtt.min(),
+            rto: self.rtt.rto(),
+            cwnd: self.cc.window(),
+            ssthresh: self.cc.ssthresh(),
+            bytes_in_flight: self.send.in_flight_bytes(),
+            peer_window: self.peer_wnd,
+            advertised_window: self.last_advertised,
+            bytes_received: self.recv.delivered(),
+            packet_size: self.mtu.current(),
+            mtu_probes_sent: self.mtu.probes_sent(),
+            mtu_probes_lost: self.mtu.probes_lost(),
+            close_reason: self.close_reason,
+        })
     }
 
     fn timestamp(&self, now: Instant) -> Timestamp {

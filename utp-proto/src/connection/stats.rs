@@ -78,6 +78,88 @@ pub struct ConnectionStats {
     pub peer_close_reason: Option<u16>,
 }
 
+/// What a connection counts as it runs (the fields of [`ConnectionStats`] that are not read
+/// from its estimators when a snapshot is taken), so a connection does not carry the
+/// snapshot's other ~130 bytes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) packets_sent: u64,
+    pub(crate) packets_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) data_packets_sent: u64,
+    pub(crate) data_packets_received: u64,
+    pub(crate) acks_sent: u64,
+    pub(crate) retransmits: u64,
+    pub(crate) fast_retransmits: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) tail_loss_probes: u64,
+    pub(crate) congestion_events: u64,
+    pub(crate) duplicates_received: u64,
+    pub(crate) out_of_order_received: u64,
+    pub(crate) dropped_packets: u64,
+    pub(crate) invalid_acks: u64,
+    pub(crate) zero_window_probes: u64,
+    pub(crate) keepalives_sent: u64,
+    /// The close reason the peer sent last.
+    pub(crate) peer_close_reason: Option<u16>,
+}
+
+/// The parts of a snapshot a connection reads from its estimators and buffers.
+pub(crate) struct Estimates {
+    pub(crate) rtt: Option<Duration>,
+    pub(crate) min_rtt: Option<Duration>,
+    pub(crate) rto: Duration,
+    pub(crate) cwnd: usize,
+    pub(crate) ssthresh: usize,
+    pub(crate) bytes_in_flight: usize,
+    pub(crate) peer_window: usize,
+    pub(crate) advertised_window: usize,
+    pub(crate) bytes_received: u64,
+    pub(crate) packet_size: usize,
+    pub(crate) mtu_probes_sent: u64,
+    pub(crate) mtu_probes_lost: u64,
+    pub(crate) close_reason: Option<u16>,
+}
+
+impl Counters {
+    /// A snapshot: these counters beside `e`.
+    pub(crate) fn snapshot(&self, e: Estimates) -> ConnectionStats {
+        ConnectionStats {
+            rtt: e.rtt,
+            min_rtt: e.min_rtt,
+            rto: e.rto,
+            cwnd: e.cwnd,
+            ssthresh: e.ssthresh,
+            bytes_in_flight: e.bytes_in_flight,
+            peer_window: e.peer_window,
+            advertised_window: e.advertised_window,
+            bytes_received: e.bytes_received,
+            packet_size: e.packet_size,
+            mtu_probes_sent: e.mtu_probes_sent,
+            mtu_probes_lost: e.mtu_probes_lost,
+            close_reason: e.close_reason,
+            packets_sent: self.packets_sent,
+            packets_received: self.packets_received,
+            bytes_sent: self.bytes_sent,
+            data_packets_sent: self.data_packets_sent,
+            data_packets_received: self.data_packets_received,
+            acks_sent: self.acks_sent,
+            retransmits: self.retransmits,
+            fast_retransmits: self.fast_retransmits,
+            timeouts: self.timeouts,
+            tail_loss_probes: self.tail_loss_probes,
+            congestion_events: self.congestion_events,
+            duplicates_received: self.duplicates_received,
+            out_of_order_received: self.out_of_order_received,
+            dropped_packets: self.dropped_packets,
+            invalid_acks: self.invalid_acks,
+            zero_window_probes: self.zero_window_probes,
+            keepalives_sent: self.keepalives_sent,
+            peer_close_reason: self.peer_close_reason,
+        }
+    }
+}
+
 /// Durations as seconds, the unit metrics systems expect (Prometheus' base unit).
 #[cfg(feature = "serde")]
 mod serde_secs {
