@@ -136,6 +136,43 @@ fn a_queue_shorter_than_the_target_does_not_collapse_the_window() {
     }
 }
 
+/// A buffer shorter than LEDBAT's target (20 ms on the issue's path): without the adaptive
+/// target the delay never reaches 100 ms, so only losses stop growth and LEDBAT runs Reno's
+/// cycle (28 congestion events by 40 s, 91.6 % over 10-40 s). Losses at a queue well below
+/// the target lower it under the buffer: the window settles with a standing queue instead.
+#[test]
+fn a_short_buffer_lowers_the_target_instead_of_overflowing_it() {
+    init_tracing();
+    let path = Path::eval().with_queue(Duration::from_millis(20));
+    let a = scenarios::alone(path, ledbat(), 0, Window::secs(10, 40), SEED);
+    println!(
+        "LEDBAT, 20 ms queue, adaptive target: utilisation {:.1} % (>= 95), {} congestion \
+         events (<= 10), mean queue {:.1} ms",
+        a.utilisation * 100.0,
+        a.congestion_events,
+        a.queue_mean.as_secs_f64() * 1e3,
+    );
+    assert!(a.utilisation >= 0.95, "{a:?}");
+    assert!(a.congestion_events <= 10, "{a:?}");
+    assert_eq!(a.timeouts, 0, "{a:?}");
+    // Against NewReno on that buffer the lowered target yields sooner (50.9 % without).
+    let share = scenarios::contest(
+        path,
+        ledbat(),
+        secs(0),
+        new_reno(),
+        secs(10),
+        Window::secs(20, 100),
+        SEED,
+    )
+    .share;
+    println!(
+        "LEDBAT vs NewReno on the 20 ms queue, uTP first: uTP share {:.1} % (<= 45)",
+        share * 100.0
+    );
+    assert!(share <= 0.45, "{share}");
+}
+
 /// ±1000 ppm moves the clock offset by 60 ms per minute: uncompensated, a fast peer clock
 /// makes the queue look longer (LEDBAT holds 59 ms instead of 100, LEDBAT++ 18 instead of 60,
 /// in the window below) and a slow one hides it (LEDBAT: 136 ms). The mean queue must stay

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::delay::{DelayConfig, DelayEstimator};
+use super::target::AdaptiveTarget;
 use super::{AckEvent, CongestionEvent, Controller, ControllerFactory, step_per_rtt};
 
 /// Settings for [`Ledbat`]; also its [`ControllerFactory`].
@@ -30,6 +31,7 @@ pub struct LedbatConfig {
     pub(crate) base_history: usize,
     pub(crate) current_filter: usize,
     pub(crate) drift_compensation: bool,
+    pub(crate) adapt_target: bool,
 }
 
 impl Default for LedbatConfig {
@@ -45,6 +47,7 @@ impl Default for LedbatConfig {
             base_history: 10,
             current_filter: 3,
             drift_compensation: true,
+            adapt_target: true,
         }
     }
 }
@@ -125,6 +128,15 @@ impl LedbatConfig {
         self
     }
 
+    /// Lower the target below a bottleneck buffer too short to hold it, as losses at a
+    /// queue well under the target reveal, and let it grow back over two minutes (default
+    /// on; see `AdaptiveTarget` in `congestion/target.rs`). Off, such a buffer makes LEDBAT
+    /// run Reno's loss cycle: 10 Mbit/s, 10 ms, a 20 ms buffer lost 55 packets in 20 s.
+    pub fn adapt_target(&mut self, on: bool) -> &mut Self {
+        self.adapt_target = on;
+        self
+    }
+
     pub(crate) fn delay_config(&self) -> DelayConfig {
         DelayConfig {
             history: self.base_history,
@@ -179,6 +191,9 @@ impl ControllerFactory for LedbatConfig {
 ///   one per window) and ends slow start. An RTO collapses it to one packet and restarts
 ///   slow start with `ssthresh` = half the window (libutp UI:1219-1227, libtorrent
 ///   LS:3461-3466); an RTO with nothing in flight only takes a third off.
+/// - A loss (outside slow start) at a queue between 1/20 and 1/2 of the target says the
+///   bottleneck's buffer is shorter than the target: the target drops to 0.6 of that queue
+///   and grows back over two minutes ([`LedbatConfig::adapt_target`]).
 /// - After a stretch ACK the window is ramped up rather than sent in one burst (at most 8
 ///   packets beyond what stays in flight, then ×1.5 per RTT), like Linux's
 ///   `tcp_moderate_cwnd`: the cumulative ACK after a repaired hole covers every packet past
@@ -214,6 +229,7 @@ pub struct Ledbat {
     min_rtt: Option<Duration>,
     rounds: Rounds,
     burst: BurstLimit,
+    target: AdaptiveTarget,
 }
 
 impl Ledbat {
@@ -233,6 +249,7 @@ impl Ledbat {
             min_rtt: None,
             rounds: Rounds::default(),
             burst: BurstLimit::default(),
+            target: AdaptiveTarget::new(config.target),
         }
     }
 
@@ -286,11 +303,12 @@ impl Ledbat {
     /// growth itself tapers with the latest delay.
     fn slow_start_step(
         &self,
+        now: Instant,
         queuing: Duration,
         standing: Duration,
         rtt: Option<Duration>,
     ) -> Option<f64> {
-        let target = self.config.target.as_secs_f64();
+        let target = self.target.get(now).as_secs_f64();
         let rtt = rtt
             .or(self.rtt.get())
             .map_or(target, |r| r.as_secs_f64().max(1e-6));
@@ -304,8 +322,8 @@ impl Ledbat {
     /// RFC 6817 §2.4.2: `cwnd += GAIN · off_target · bytes_acked · MSS / cwnd`, increases only
     /// when cwnd-limited; above the target also the multiplicative `decrease` term; all
     /// decreases together capped at half the window per RTT.
-    fn congestion_avoidance(&mut self, ack: &AckEvent, queuing: Duration) {
-        let target = self.config.target.as_secs_f64();
+    fn congestion_avoidance(&mut self, now: Instant, ack: &AckEvent, queuing: Duration) {
+        let target = self.target.get(now).as_secs_f64();
         let off_target = ((target - queuing.as_secs_f64()) / target).min(1.0);
         let mut per_rtt = self.config.gain * off_target * self.mss as f64;
         if off_target < 0.0 {
@@ -345,13 +363,13 @@ impl Controller for Ledbat {
         }
         if self.slow_start {
             self.rounds.update(now, queuing, ack.bytes_acked);
-            match self.slow_start_step(queuing, self.rounds.standing(), ack.rtt) {
+            match self.slow_start_step(now, queuing, self.rounds.standing(), ack.rtt) {
                 None => {
                     self.exit_slow_start();
                     // The window that keeps exactly the target queue at the rate ACKs came
                     // back: sheds what the blind last RTT added (ssthresh keeps the peak).
                     if let (Some(rate), Some(base)) = (self.rounds.delivery_rate(), ack.min_rtt) {
-                        let fit = rate * (base + self.config.target).as_secs_f64();
+                        let fit = rate * (base + self.target.get(now)).as_secs_f64();
                         self.cwnd = self.cwnd.min(fit).max(self.min_window());
                     }
                 }
@@ -367,7 +385,7 @@ impl Controller for Ledbat {
                 }
             }
         }
-        self.congestion_avoidance(ack, queuing);
+        self.congestion_avoidance(now, ack, queuing);
     }
 
     fn on_congestion_event(&mut self, now: Instant, event: CongestionEvent) {
@@ -378,6 +396,10 @@ impl Controller for Ledbat {
                     && now.saturating_duration_since(cut) < srtt
                 {
                     return;
+                }
+                if self.config.adapt_target && !self.slow_start {
+                    // In slow start the queue is a flight's burst, not a standing queue.
+                    self.target.on_loss(now, self.delay.queuing_delay());
                 }
                 let half = (self.cwnd / 2.0).max(self.min_window());
                 self.cwnd = match (self.slow_start, self.slow_start_bdp()) {

@@ -19,6 +19,7 @@ mod delay;
 mod ledbat;
 mod ledbat_pp;
 mod new_reno;
+mod target;
 
 use std::fmt;
 use std::time::{Duration, Instant};
