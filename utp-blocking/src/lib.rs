@@ -40,8 +40,8 @@
 //! # The driver thread
 //!
 //! Each socket has one thread (named `utp-drv-<port>`) that runs `utp-io`'s driver. Between
-//! runs it sleeps in a blocking `recv_from` whose read timeout is the protocol's next
-//! deadline, so it never busy-waits: an idle connection costs one wake-up per keep-alive.
+//! runs it sleeps until the socket is readable or the protocol's next deadline (`poll(2)`
+//! on Unix, a blocking `recv_from` with a read timeout elsewhere), so it never busy-waits: an idle connection costs one wake-up per keep-alive.
 //! Application calls that give the driver work (a write, a read that opens the receive
 //! window, a close) wake it with an empty datagram from a private loopback socket, which
 //! the driver recognises by its sender and drops. The thread ends once the socket and every
