@@ -849,3 +849,19 @@ fn is_v4_mapped(addr: SocketAddr) -> bool {
         SocketAddr::V4(_) => false,
     }
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    /// Every open connection carries this much inline (the endpoint keeps them in one
+    /// `Vec`), idle or not: a guard against per-connection state creeping back (#17:
+    /// 1,400 bytes before the config was shared and the snapshot-only stats, timers and
+    /// event queue went).
+    #[test]
+    fn a_connection_stays_within_1000_bytes() {
+        assert!(
+            std::mem::size_of::<super::Connection>() <= 1000,
+            "Connection is {} bytes",
+            std::mem::size_of::<super::Connection>()
+        );
+    }
+}
