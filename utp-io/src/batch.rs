@@ -11,7 +11,11 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
-use rustix::net::sockopt::{Ipv4PathMtuDiscovery, ip_mtu_discover, set_ip_mtu_discover};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt::Ipv6DontFrag};
+use rustix::net::sockopt::{
+    Ipv4PathMtuDiscovery, ip_mtu_discover, ipv6_mtu_discover, set_ip_mtu_discover,
+    set_ipv6_mtu_discover,
+};
 use tracing::debug;
 
 use crate::RecvMeta;
@@ -30,24 +34,42 @@ pub struct UdpBatch {
 }
 
 impl UdpBatch {
-    /// Set `socket` up for batching (GRO on, control messages for `recvmsg`). `None` for an
-    /// IPv6 socket: quinn-udp turns `IPV6_DONTFRAG` on for those, which nothing here can
-    /// turn off again without `unsafe`, and that would break datagrams sent without
-    /// don't-fragment; they keep the one-datagram-per-call path. The path MTU discovery
-    /// mode quinn-udp sets (`IP_PMTUDISC_PROBE`) is put back as it was, so
-    /// [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment) stays in charge.
+    /// Set `socket` up for batching (GRO on, control messages for `recvmsg`).
     ///
-    /// Once this returned `Some`, receive from the socket only with
-    /// [`try_recv`](Self::try_recv): a plain `recv_from` would get coalesced datagrams
+    /// quinn-udp also sets the socket's path MTU discovery mode (`IP_PMTUDISC_PROBE`, and
+    /// on IPv6 `IPV6_PMTUDISC_PROBE` and `IPV6_DONTFRAG`), once, here. All three are put
+    /// back as they were, so [`SocketConfig::dont_fragment`](crate::SocketConfig::dont_fragment)
+    /// stays in charge and a datagram the core marks fragmentable can still be sent
+    /// without don't-fragment (with `IPV6_DONTFRAG` on, the kernel refuses to fragment
+    /// whatever the mode). GSO segments are never fragmented (the kernel refuses a segment
+    /// larger than the path MTU), so the driver batches only datagrams that may carry DF.
+    ///
+    /// `Some` for IPv4 and IPv6 sockets alike; `None` would leave the adapter on its
+    /// one-datagram-per-call path. Once this returned `Some`, receive from the socket only
+    /// with [`try_recv`](Self::try_recv): a plain `recv_from` would get coalesced datagrams
     /// without their stride.
     pub fn new(socket: &impl AsFd) -> io::Result<Option<Self>> {
         let local = socket2::SockRef::from(socket).local_addr()?;
-        if local.is_ipv6() {
-            return Ok(None);
-        }
-        let mode = ip_mtu_discover(socket).unwrap_or(Ipv4PathMtuDiscovery::WANT);
+        let v4_mode = ip_mtu_discover(socket).unwrap_or(Ipv4PathMtuDiscovery::WANT);
+        let v6_modes = if local.is_ipv6() {
+            Some((
+                ipv6_mtu_discover(socket)?,
+                getsockopt(socket, Ipv6DontFrag)?,
+            ))
+        } else {
+            None
+        };
         let state = quinn_udp::UdpSocketState::new(socket.into())?;
-        set_ip_mtu_discover(socket, mode)?;
+        if let Some((mode, dont_frag)) = v6_modes {
+            set_ipv6_mtu_discover(socket, mode)?;
+            setsockopt(socket, Ipv6DontFrag, &dont_frag)?;
+        }
+        if let Err(e) = set_ip_mtu_discover(socket, v4_mode) {
+            // An IPv6-only socket may refuse the IPv4 option, as in `set_dont_fragment`.
+            if !local.is_ipv6() {
+                return Err(e.into());
+            }
+        }
         debug!(
             gso = state.max_gso_segments(),
             gro = state.gro_segments(),
@@ -101,5 +123,78 @@ impl UdpBatch {
             };
         }
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+
+    use socket2::SockRef;
+
+    use super::*;
+    use crate::set_dont_fragment;
+
+    /// Bigger than loopback's 65,536-byte MTU once the IPv6 and UDP headers are added, so
+    /// it leaves only as fragments.
+    const OVER_MTU: usize = 65_500;
+
+    #[test]
+    fn ipv6_batching_keeps_the_sockets_fragmentation_choice() {
+        let (Ok(tx), Ok(rx)) = (UdpSocket::bind("[::1]:0"), UdpSocket::bind("[::1]:0")) else {
+            eprintln!("no IPv6 loopback; skipping");
+            return;
+        };
+        let to = rx.local_addr().unwrap();
+        set_dont_fragment(SockRef::from(&tx), true).unwrap();
+        let batch = UdpBatch::new(&tx)
+            .unwrap()
+            .expect("IPv6 sockets are batched");
+        assert!(
+            !getsockopt(&tx, Ipv6DontFrag).unwrap(),
+            "IPV6_DONTFRAG put back"
+        );
+        assert_eq!(
+            ipv6_mtu_discover(&tx).unwrap(),
+            rustix::net::sockopt::Ipv6PathMtuDiscovery::PROBE
+        );
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = vec![0; 65_536];
+
+        // Don't-fragment on: too big for the path.
+        let e = tx.send_to(&vec![1; OVER_MTU], to).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::MSGSIZE.raw_os_error())
+        );
+        // Off, as the driver does for a fragmentable resend: fragmented, and it arrives.
+        set_dont_fragment(SockRef::from(&tx), false).unwrap();
+        tx.send_to(&vec![2; OVER_MTU], to).unwrap();
+        assert_eq!(
+            rx.recv_from(&mut buf).unwrap(),
+            (OVER_MTU, tx.local_addr().unwrap())
+        );
+        set_dont_fragment(SockRef::from(&tx), true).unwrap();
+
+        // GSO: three datagrams in one call.
+        assert!(batch.max_segments() > 1, "no GSO on this kernel");
+        let contents: Vec<u8> = (0..2_500).map(|i| (i / 1_000) as u8).collect();
+        batch.try_send(&tx, to, &contents, 1_000).unwrap();
+        for (i, len) in [1_000, 1_000, 500].into_iter().enumerate() {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(n, len);
+            assert!(buf[..n].iter().all(|&b| b == i as u8));
+        }
+    }
+
+    #[test]
+    fn ipv4_batching_keeps_the_path_mtu_mode() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_dont_fragment(SockRef::from(&tx), false).unwrap();
+        UdpBatch::new(&tx)
+            .unwrap()
+            .expect("IPv4 sockets are batched");
+        assert_eq!(ip_mtu_discover(&tx).unwrap(), Ipv4PathMtuDiscovery::DONT);
     }
 }

@@ -56,7 +56,7 @@ impl AsyncTimer for TokioTimer {
     }
 }
 
-/// A tokio UDP socket; only the driver task polls it. On Linux, IPv4 sockets send with GSO
+/// A tokio UDP socket; only the driver task polls it. On Linux, sockets send with GSO
 /// and receive with GRO and `recvmmsg` ([`utp_io::batch`]), and ICMP errors are read from
 /// the socket's error queue.
 #[derive(Debug)]

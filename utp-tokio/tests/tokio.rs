@@ -57,3 +57,38 @@ async fn dropping_the_owned_write_half_sends_a_fin() {
     cr.read_to_end(&mut got).await.unwrap();
     assert_eq!(got, b"still readable");
 }
+
+/// IPv6 sockets are batched as IPv4 ones are (GSO sends), with don't-fragment left as the
+/// configuration set it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_sends_with_gso() {
+    init_tracing();
+    let mut df = config(6);
+    df.dont_fragment(true);
+    let Ok(a) = UtpSocket::bind_with_config("[::1]:0", df).await else {
+        eprintln!("no IPv6 loopback; skipping");
+        return;
+    };
+    let b = UtpSocket::bind_with_config("[::1]:0", config(7))
+        .await
+        .unwrap();
+    let (c, s) = tokio::join!(a.connect(b.local_addr().unwrap()), b.accept());
+    let (mut c, (mut s, _)) = (c.unwrap(), s.unwrap());
+    let data = pattern(8, 2_000_000);
+    let (sent, got) = tokio::join!(
+        async {
+            c.write_all(&data).await.unwrap();
+            c.shutdown().await.unwrap();
+        },
+        async {
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        }
+    );
+    let () = sent;
+    assert_same(&got, &data, "over IPv6");
+    let stats = a.stats();
+    assert!(stats.gso_sends > 0, "no GSO send: {stats:?}");
+}
