@@ -5,7 +5,6 @@
 //! figure (process CPU seconds per GB moved) covers sender and receiver.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -65,6 +64,14 @@ pub(crate) struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Over IPv6 loopback (`[::1]`) instead of 127.0.0.1 (in-process transfers only).
+    #[arg(long)]
+    ipv6: bool,
+    /// After each tokio uTP round, print both sockets' counters (driver wake-ups,
+    /// datagrams, GSO sends, receive calls) and each sender's window, RTT and
+    /// retransmissions to stderr.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
@@ -122,6 +129,11 @@ pub(crate) fn main(args: Args) -> io::Result<()> {
         }
         run(&args).await
     })
+}
+
+/// Where in-process transfers bind: IPv4 or (`--ipv6`) IPv6 loopback, any port.
+fn loopback(args: &Args) -> &'static str {
+    if args.ipv6 { "[::1]:0" } else { "127.0.0.1:0" }
 }
 
 fn socket_config(args: &Args) -> SocketConfig {
@@ -335,8 +347,8 @@ fn share(bytes: u64, streams: usize, i: usize) -> u64 {
 
 async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     let config = socket_config(args);
-    let server = UtpSocket::bind_with_config("127.0.0.1:0", config.clone()).await?;
-    let client = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+    let server = UtpSocket::bind_with_config(loopback(args), config.clone()).await?;
+    let client = UtpSocket::bind_with_config(loopback(args), config).await?;
     let addr = server.local_addr()?;
     let received = Arc::new(AtomicU64::new(0));
     let bar = progress(args, "uTP", bytes);
@@ -378,9 +390,12 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     for s in senders {
         streams_out.push(s.await.map_err(io::Error::other)??);
     }
-    let (total, _server) = receiver.await.map_err(io::Error::other)??;
+    let (total, server) = receiver.await.map_err(io::Error::other)??;
     let elapsed = t0.elapsed();
     let cpu = cpu0.elapsed();
+    if args.stats {
+        print_stats(&client, &server, &streams_out);
+    }
     bar.finish_and_clear();
     let _ = ticker.await;
     if total != bytes {
@@ -402,8 +417,30 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     })
 }
 
+/// `--stats`: what each socket's driver did and where each sender's window ended.
+fn print_stats(client: &UtpSocket, server: &UtpSocket, senders: &[utp_tokio::UtpStream]) {
+    for (name, socket) in [("client", client), ("server", server)] {
+        let s = socket.stats();
+        eprintln!(
+            "{name}: driver wake-ups {}, datagrams sent {} in {} GSO sends, received {} in {} calls, sends that would block {}",
+            s.driver_wakeups,
+            s.datagrams_sent,
+            s.gso_sends,
+            s.datagrams_received,
+            s.recv_calls,
+            s.send_would_block
+        );
+    }
+    for s in senders.iter().filter_map(|s| s.stats()) {
+        eprintln!(
+            "  sender: window {} B, rtt {:?}, packets sent {}, received (acks) {}, retransmits {}, timeouts {}",
+            s.cwnd, s.rtt, s.packets_sent, s.packets_received, s.retransmits, s.timeouts
+        );
+    }
+}
+
 async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind(loopback(args)).await?;
     let addr = listener.local_addr()?;
     let received = Arc::new(AtomicU64::new(0));
     let bar = progress(args, "TCP", bytes);
@@ -462,7 +499,7 @@ async fn tcp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
 async fn udp_blast(args: &Args, bytes: u64) -> io::Result<Measure> {
     let size = args.packet_size.unwrap_or(1472);
     let config = socket_config(args);
-    let (rx, tx) = (udp_socket(&config)?, udp_socket(&config)?);
+    let (rx, tx) = (udp_socket(args, &config)?, udp_socket(args, &config)?);
     let addr = rx.local_addr()?;
     let count = bytes.div_ceil(size as u64);
     let received = Arc::new(AtomicU64::new(0));
@@ -504,8 +541,11 @@ async fn udp_blast(args: &Args, bytes: u64) -> io::Result<Measure> {
     })
 }
 
-fn udp_socket(config: &SocketConfig) -> io::Result<UdpSocket> {
-    let std = utp_io::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), config)?;
+fn udp_socket(args: &Args, config: &SocketConfig) -> io::Result<UdpSocket> {
+    let local = loopback(args)
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let std = utp_io::bind_udp(local, config)?;
     std.set_nonblocking(true)?;
     UdpSocket::from_std(std)
 }
@@ -519,8 +559,8 @@ async fn idle_connections(args: &Args, n: usize) -> io::Result<()> {
         .max_connections(n + 16)
         .syn_backlog(n + 16);
     config.accept_queue(n + 16);
-    let server = UtpSocket::bind_with_config("127.0.0.1:0", config.clone()).await?;
-    let client = UtpSocket::bind_with_config("127.0.0.1:0", config).await?;
+    let server = UtpSocket::bind_with_config(loopback(args), config.clone()).await?;
+    let client = UtpSocket::bind_with_config(loopback(args), config).await?;
     let addr = server.local_addr()?;
     let before = rss_bytes()?;
     let bar = progress(args, "connect", n as u64);
@@ -585,10 +625,11 @@ async fn threaded_utp_transfer(args: &Args, bytes: u64, runtime: Runtime) -> io:
     let ticker = tick(bar.clone(), received.clone());
     let streams = args.streams;
     let counter = received.clone();
+    let local = loopback(args);
     let (cpu0, t0) = (ProcessTime::now(), Instant::now());
     let result = tokio::task::spawn_blocking(move || match runtime {
-        Runtime::Blocking => blocking_transfer(config, bytes, streams, &counter),
-        _ => async_std_transfer(config, bytes, streams, &counter),
+        Runtime::Blocking => blocking_transfer(local, config, bytes, streams, &counter),
+        _ => async_std_transfer(local, config, bytes, streams, &counter),
     })
     .await
     .map_err(io::Error::other)?;
@@ -612,17 +653,15 @@ async fn threaded_utp_transfer(args: &Args, bytes: u64, runtime: Runtime) -> io:
 
 /// Returns (bytes received, sender retransmissions).
 fn blocking_transfer(
+    local: &str,
     config: SocketConfig,
     bytes: u64,
     streams: usize,
     counter: &Arc<AtomicU64>,
 ) -> io::Result<(u64, u64)> {
     use std::io::{Read, Write};
-    let server = utp_blocking::UtpSocket::bind_with_config("127.0.0.1:0", config.clone())?;
-    let client = Arc::new(utp_blocking::UtpSocket::bind_with_config(
-        "127.0.0.1:0",
-        config,
-    )?);
+    let server = utp_blocking::UtpSocket::bind_with_config(local, config.clone())?;
+    let client = Arc::new(utp_blocking::UtpSocket::bind_with_config(local, config)?);
     let addr = server.local_addr()?;
     let mut readers = Vec::new();
     let mut senders = Vec::new();
@@ -672,6 +711,7 @@ fn blocking_transfer(
 
 /// Returns (bytes received, sender retransmissions).
 fn async_std_transfer(
+    local: &str,
     config: SocketConfig,
     bytes: u64,
     streams: usize,
@@ -680,13 +720,10 @@ fn async_std_transfer(
     use futures_lite::future::block_on;
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let server = block_on(utp_async_std::UtpSocket::bind_with_config(
-        "127.0.0.1:0",
+        local,
         config.clone(),
     ))?;
-    let client = block_on(utp_async_std::UtpSocket::bind_with_config(
-        "127.0.0.1:0",
-        config,
-    ))?;
+    let client = block_on(utp_async_std::UtpSocket::bind_with_config(local, config))?;
     let addr = server.local_addr()?;
     let mut readers = Vec::new();
     let mut senders = Vec::new();
