@@ -2,10 +2,11 @@
 //! table (copied into `utp-sim/README.md`).
 //!
 //! ```text
-//! cargo run --release -p utp-sim --example long_fat_eval [seed] [controller]
+//! cargo run --release -p utp-sim --example long_fat_eval [seed] [controller] [min span s]
 //! ```
 //!
-//! `controller` is `ledbat` (default) or `ledbat++`.
+//! `controller` is `ledbat` (default) or `ledbat++`; `min span` (default 3) is the shortest
+//! measurement after slow start, in seconds (LEDBAT++'s slowdowns come 10 s or more apart).
 //!
 //! One flow alone on a [`Dumbbell`] for each of {10, 100, 1000} Mbit/s × {10, 100, 300} ms
 //! base RTT, with a tail-drop buffer that holds the larger of the RTT and twice LEDBAT's
@@ -61,7 +62,7 @@ fn run(
     flow.sender = endpoint(&conn);
     let mut net = Dumbbell::new(config, vec![flow], seed);
     let tick = rtt / 4;
-    let cap = Duration::from_secs(60);
+    let cap = span + Duration::from_secs(60);
     let mut ss_end = None;
     let (mut peak_send, mut peak_recv, mut peak_slots, mut peak_advertised) = (0, 0, 0, 0);
     let mut t = Duration::ZERO;
@@ -134,9 +135,16 @@ fn main() {
         "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
         _ => Arc::new(LedbatConfig::default()),
     };
+    let min_span = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let rates = [10_000_000u64, 100_000_000, 1_000_000_000];
     let rtts = [10u64, 100, 300].map(Duration::from_millis);
-    println!("long_fat_eval (seed {seed}): one {name} flow, bottleneck buffer max(RTT, 200 ms)");
+    println!(
+        "long_fat_eval (seed {seed}): one {name} flow, bottleneck buffer max(RTT, 200 ms), \
+         measured over 30 RTTs, at least {min_span} s"
+    );
     println!();
     println!(
         "| rate | RTT | maxima | slow start ends (s) | utilisation after | send buffer held \
@@ -146,7 +154,7 @@ fn main() {
     for &rate in &rates {
         for &rtt in &rtts {
             let (conn, raised) = config_for(rate, rtt);
-            let span = (rtt * 30).max(Duration::from_secs(3));
+            let span = (rtt * 30).max(Duration::from_secs(min_span));
             let r = run(controller.clone(), rate, rtt, &conn, span, seed);
             println!(
                 "| {} Mbit/s | {} ms | {} | {} | {:.1} % | {} | {} | {}, {} | {} |",

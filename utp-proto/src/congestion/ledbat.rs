@@ -476,7 +476,7 @@ const BASE_INTERVAL: Duration = Duration::from_secs(60);
 /// the bottleneck's rate however much silence follows them (the round's bytes over its
 /// length would be our own sending rate, which is what slow start is still growing).
 #[derive(Clone, Copy, Debug, Default)]
-struct Rounds {
+pub(crate) struct Rounds {
     /// Payload bytes sent and acknowledged since the connection (or slow start) began.
     sent: u64,
     acked: u64,
@@ -495,12 +495,12 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn on_sent(&mut self, bytes: usize) {
+    pub(crate) fn on_sent(&mut self, bytes: usize) {
         self.sent += bytes as u64;
     }
 
     /// Forget the measurements (slow start begins again), keeping the byte counts.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         *self = Self {
             sent: self.sent,
             acked: self.acked,
@@ -509,7 +509,7 @@ impl Rounds {
     }
 
     /// Record an ACK with its queuing delay and acknowledged bytes.
-    fn update(&mut self, now: Instant, delay: Duration, acked: usize) {
+    pub(crate) fn update(&mut self, now: Instant, delay: Duration, acked: usize) {
         self.acked += acked as u64;
         self.min = Some(self.min.map_or(delay, |m| m.min(delay)));
         self.samples += 1;
@@ -541,7 +541,7 @@ impl Rounds {
     }
 
     /// The best delivery-rate estimate: the last complete round's, else the current one's.
-    fn delivery_rate(&self) -> Option<f64> {
+    pub(crate) fn delivery_rate(&self) -> Option<f64> {
         match (self.last_rate, self.rate()) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -554,7 +554,7 @@ impl Rounds {
     /// acknowledged), and on a long path a slow-start flight is a burst whose tail meets the
     /// queue its head built; the current round's first samples alone (HyStart++'s
     /// `N_RTT_SAMPLE` shortcut) would then see a queue that drains before every burst.
-    fn standing(&self) -> Duration {
+    pub(crate) fn standing(&self) -> Duration {
         match (self.min, self.last_min) {
             (Some(min), Some(last)) => min.min(last),
             (min, last) => min.or(last).unwrap_or(Duration::ZERO),
@@ -595,6 +595,11 @@ impl BurstLimit {
     pub(crate) fn ramp_from(&mut self, ack: &AckEvent) {
         let fresh = ack.in_flight.saturating_sub(ack.bytes_acked) + MAX_BURST * ack.mss;
         self.0 = Some(fresh as f64);
+    }
+
+    /// Whether a ramp holds the window below the congestion window.
+    pub(crate) fn is_active(&self) -> bool {
+        self.0.is_some()
     }
 
     pub(crate) fn limit(&self, cwnd: f64) -> usize {
