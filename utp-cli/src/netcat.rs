@@ -317,6 +317,11 @@ async fn pump(stream: UtpStream) -> io::Result<()> {
         Ok::<_, io::Error>(())
     };
     let download = async move {
+        if let Some(file) = stdout_regular_file()? {
+            return download_to_file(&mut rx, file)
+                .await
+                .map_err(|e| annotate(e, peer));
+        }
         let (to_stdout, mut chunks) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(PIPE_DEPTH);
         let (recycle, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let (written, write_result) = tokio::sync::oneshot::channel::<io::Result<()>>();
@@ -355,6 +360,26 @@ async fn pump(stream: UtpStream) -> io::Result<()> {
     };
     tokio::try_join!(upload, download)?;
     Ok(())
+}
+
+/// stream → a regular file, written from the runtime's thread: a file takes a write into the
+/// page cache without waiting for the disk (short of writeback throttling), so a thread of
+/// its own would only add a hand-off (futex wake and context switch) per received batch,
+/// about one per round trip.
+async fn download_to_file(
+    rx: &mut (impl tokio::io::AsyncRead + Unpin),
+    mut file: std::fs::File,
+) -> io::Result<u64> {
+    let mut buf = vec![0; PIPE_CHUNK];
+    let mut copied = 0u64;
+    loop {
+        let n = read_ready(rx, &mut buf).await?;
+        if n == 0 {
+            return Ok(copied);
+        }
+        io::Write::write_all(&mut file, &buf[..n])?;
+        copied += n as u64;
+    }
 }
 
 /// Bytes per read of stdin and per write to stdout.
@@ -406,6 +431,19 @@ pub(crate) fn stdin_file() -> io::Result<Box<dyn io::Read + Send>> {
     }
     #[cfg(not(unix))]
     Ok(Box::new(io::stdin()))
+}
+
+/// stdout when it is a regular file (`utp -l -p PORT > file`): the file descriptor itself.
+/// `None` for pipes, terminals and sockets, whose writes may wait on a reader.
+fn stdout_regular_file() -> io::Result<Option<std::fs::File>> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let file = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        Ok(file.metadata()?.file_type().is_file().then_some(file))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
 }
 
 /// stdout for plain blocking writes: the file descriptor itself, without `Stdout`'s line

@@ -209,3 +209,43 @@ fn netcat_with_ledbat_plus_plus_moves_bytes() {
     assert_eq!(got.stdout.len(), payload.len());
     assert!(got.stdout == payload);
 }
+
+/// A listener whose stdout is a regular file writes it from its runtime's thread
+/// (`download_to_file`); the file holds every byte, in order.
+#[test]
+fn netcat_into_a_file_moves_bytes() {
+    let path = std::env::temp_dir().join(format!("utp-cli-test-{}.out", std::process::id()));
+    let mut listener = Command::new(UTP)
+        .args(["-l", "-p", "0", "-s", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&path).expect("output file"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn listener");
+    let mut lines = BufReader::new(listener.stderr.take().expect("stderr")).lines();
+    let port = loop {
+        let line = lines.next().expect("listening line").expect("stderr line");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.rsplit(':').next().expect("port").to_string();
+        }
+    };
+    thread::spawn(move || lines.for_each(drop));
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+    let mut sender = Command::new(UTP)
+        .args(["127.0.0.1", &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sender");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let writer = thread::spawn(move || stdin.write_all(&payload).map(|()| payload));
+    let sent = sender.wait_with_output().expect("sender");
+    let payload = writer.join().expect("writer").expect("write");
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(listener.wait().expect("listener").success());
+    let got = std::fs::read(&path).expect("read output");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got.len(), payload.len());
+    assert!(got == payload, "the file differs from what was sent");
+}
