@@ -32,6 +32,7 @@ pub struct ConnectionConfig {
     pub(crate) max_retransmits: u32,
     pub(crate) delayed_ack: Duration,
     pub(crate) nagle: bool,
+    pub(crate) pacing: bool,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) linger: Duration,
@@ -165,6 +166,22 @@ impl ConnectionConfig {
     /// Nagle's algorithm: at most one undersized data packet in flight (default on).
     pub fn nagle(&mut self, on: bool) -> &mut Self {
         self.nagle = on;
+        self
+    }
+
+    /// Pace data packets: spread each window over the round trip at twice the window's
+    /// rate in slow start and 1.2 times after (Linux's ratios), in bursts of at most 2 ms
+    /// of that rate, instead of sending what an ACK allows back to back (default off).
+    ///
+    /// It helps one flow on a long path with a buffer far shorter than the window
+    /// (simulated, LEDBAT, 5–25 s: 100 Mbit/s × 100 ms with a 10 ms buffer 26.9 → 89.6 %
+    /// utilisation; 10 Mbit/s × 100 ms × 10 ms 59.6 → 76.9 %, tail drops 18 → 3). It is off
+    /// by default because it is not free elsewhere: eight flows sharing 100 Mbit/s × 100 ms
+    /// with a 20 ms buffer drop twice as many packets (93.2 → 87.7 %), a LEDBAT++ latecomer
+    /// takes more (throughput ratio 1.25 → 1.83) and goodput under random loss falls by
+    /// 1–2 % (`utp-sim/README.md`).
+    pub fn pacing(&mut self, on: bool) -> &mut Self {
+        self.pacing = on;
         self
     }
 
@@ -302,6 +319,7 @@ impl Default for ConnectionConfig {
             max_retransmits: 4,
             delayed_ack: Duration::from_millis(10),
             nagle: true,
+            pacing: false,
             keepalive: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(30)),
             linger: Duration::from_secs(10),
@@ -328,6 +346,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("max_retransmits", &self.max_retransmits)
             .field("delayed_ack", &self.delayed_ack)
             .field("nagle", &self.nagle)
+            .field("pacing", &self.pacing)
             .field("keepalive", &self.keepalive)
             .field("idle_timeout", &self.idle_timeout)
             .field("linger", &self.linger)

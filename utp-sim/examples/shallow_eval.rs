@@ -1,7 +1,7 @@
 //! Issue #16: LEDBAT on bottleneck buffers shorter than its target, printed as a table.
 //!
 //! ```text
-//! cargo run --release -p utp-sim --example shallow_eval [seed] [controller] [end s]
+//! cargo run --release -p utp-sim --example shallow_eval [seed] [controller] [end s] [pacing]
 //! ```
 //!
 //! One flow alone on a [`Dumbbell`] for each of {10, 100} Mbit/s × {10, 100} ms base RTT ×
@@ -10,7 +10,8 @@
 //! 25 s): utilisation of
 //! the bottleneck (datagram bytes), packets tail-dropped at the buffer, mean queuing delay,
 //! congestion events and timeouts. `controller` is `ledbat` (default), `ledbat-fixed`
-//! (LEDBAT without the adaptive target) or `ledbat++`.
+//! (LEDBAT without the adaptive target) or `ledbat++`; `pacing` is `on` (default) or `off`
+//! (`ConnectionConfig::pacing`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +36,9 @@ fn main() {
         .nth(3)
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
+    let pacing = std::env::args().nth(4).is_none_or(|s| s != "off");
     let (from, to) = (Duration::from_secs(5), Duration::from_secs(end));
-    println!("shallow_eval (seed {seed}): one {name} flow, 5-{end} s");
+    println!("shallow_eval (seed {seed}): one {name} flow, 5-{end} s, pacing {pacing}");
     println!();
     println!(
         "| rate | RTT | buffer | utilisation | queue drops | mean queue (ms) | congestion \
@@ -47,7 +49,8 @@ fn main() {
         for rtt in [10u64, 100].map(Duration::from_millis) {
             for buffer in [5u64, 10, 20, 50].map(Duration::from_millis) {
                 let config = DumbbellConfig::new(rate, rtt, buffer);
-                let flow = FlowConfig::new("flow", controller.clone());
+                let mut flow = FlowConfig::new("flow", controller.clone());
+                flow.sender.connection_mut().pacing(pacing);
                 let mut net = Dumbbell::new(config, vec![flow], seed);
                 net.run_until(from);
                 net.measure_queue_from(from);

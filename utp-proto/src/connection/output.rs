@@ -280,6 +280,18 @@ impl Connection {
         if size < mss && self.config.nagle && !self.fin_queued && self.nagle_seq.is_some() {
             return None; // one undersized packet in flight at a time
         }
+        if self.config.pacing {
+            let (window, ssthresh, srtt) = (self.cc.window(), self.cc.ssthresh(), self.rtt.get());
+            let pacer = self.pacer.get_or_insert_with(Box::default);
+            if let Some(at) = pacer.delay(now, size, window, ssthresh, srtt, mss) {
+                // The pace is the window's, so the window is what limits sending: the
+                // controller may grow it (`AckEvent::cwnd_limited`).
+                self.cwnd_blocked = true;
+                pacer.wake_at(at);
+                return None;
+            }
+            pacer.on_sent(size);
+        }
         let seq = self.send.push(Kind::Data, size, now);
         self.last_data_sent = now;
         if size < mss {
