@@ -171,10 +171,7 @@ pub enum Event {
     /// Bytes (or the end of the stream) are waiting for [`Endpoint::read`]. Sent again only
     /// after a `read` returned `Blocked`.
     Readable,
-    /// The send buffer has room again after a `write` returned `Blocked`: at least half as
-    /// much as is still queued in it (a third of a full buffer, Linux TCP's rule), so a
-    /// writer wakes to write a batch rather than a packet. Also sent when the connection
-    /// ends, so the writer sees the error.
+    /// The send buffer has room again after a `write` returned `Blocked`.
     Writable,
     /// The peer sent FIN and every byte before it arrived: reads end with `Ok(0)`.
     PeerFinished,

@@ -97,20 +97,6 @@ impl SendBuffer {
         self.capacity.saturating_sub(self.data.len())
     }
 
-    /// Whether a writer blocked on a full buffer should hear [`Event::Writable`] now: there
-    /// is room, and at least half as much as is still queued (a third of a full buffer), as
-    /// Linux's `sk_stream_is_writeable` decides for TCP. Waking the writer at the first
-    /// freed byte would wake it once per acknowledgement to write a packet or two; each wake
-    /// is a thread hand-off on the threaded adapters (`utp bench --runtime async-std`, 64 MiB:
-    /// 3,790 writer wake-ups, 126 with this rule, #17). A third of the buffer (which holds two
-    /// congestion windows) is still most of a window queued behind what is in flight, so the
-    /// window stays full while the writer catches up.
-    ///
-    /// [`Event::Writable`]: crate::Event::Writable
-    pub(crate) fn is_writable_again(&self) -> bool {
-        self.free() > 0 && self.free() >= self.data.len() / 2
-    }
-
     /// Grow the buffer to twice the congestion window `cwnd`, within its maximum: one window
     /// in flight and one queued behind it, so a writer that refills on `Writable` keeps the
     /// window full (Linux's `tcp_sndbuf_expand`). It never shrinks: bytes already written
@@ -323,28 +309,6 @@ mod tests {
         assert_eq!(b.free(), 0);
         assert_eq!(b.write(b"x"), 0);
         assert_eq!(b.unsent(), 10);
-    }
-
-    #[test]
-    fn writable_again_once_a_third_is_free() {
-        let now = Instant::now();
-        let mut b = SendBuffer::new(300, 300, SeqNr(1));
-        assert_eq!(b.write(&[1; 300]), 300);
-        assert!(!b.is_writable_again(), "full");
-        let seqs: Vec<SeqNr> = (0..30).map(|_| b.push(Kind::Data, 10, now)).collect();
-        b.ack_through(seqs[0], |_, _| {});
-        assert!(!b.is_writable_again(), "10 free, 290 queued");
-        b.ack_through(seqs[8], |_, _| {});
-        assert!(!b.is_writable_again(), "90 free, 210 queued");
-        b.ack_through(seqs[9], |_, _| {});
-        assert!(b.is_writable_again(), "100 free, 200 queued");
-        // A one-byte buffer: its one byte free is enough.
-        let mut b = SendBuffer::new(1, 1, SeqNr(1));
-        assert_eq!(b.write(b"x"), 1);
-        assert!(!b.is_writable_again());
-        let s = b.push(Kind::Data, 1, now);
-        b.ack_through(s, |_, _| {});
-        assert!(b.is_writable_again());
     }
 
     #[test]
