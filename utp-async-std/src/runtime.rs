@@ -40,12 +40,15 @@ use utp_proto::IcmpError;
 /// Why one thread for all sockets rather than one each: datagrams between two sockets of
 /// the process (the bench's pair, a client and a server in one program) and the reactor
 /// are then handled on one thread instead of being handed between threads. With a thread
-/// per socket, `utp bench --runtime async-std` (64 MiB) made 43k futex calls, about one per
-/// data packet, as the two driver threads and async-io's own thread passed the reactor and
-/// each other's wake-ups around; with one thread, 22k, and the remaining ones wake the
-/// application's threads (#17). Sockets that are all busy at once share one core, as under
-/// a single-threaded runtime; uTP's per-packet work is small enough for that (libutp runs
-/// every socket on the caller's one thread).
+/// per socket, `utp bench --runtime async-std` (64 MiB) made 43-44k futex calls, about one
+/// per data packet, as the two driver threads and async-io's own thread passed the reactor
+/// and each other's wake-ups around; with one thread, 22k on a loaded machine and 37k on a
+/// quiet one (#17). What is left: waking the application's reader and writer (4.6k each),
+/// and the reactor itself, which async-io hands to whichever thread waits in it (its own
+/// `async-io` thread, or an application thread in `smol::block_on`) and which then wakes
+/// this one. Sockets that are all busy at once share one core, as under a single-threaded
+/// runtime; uTP's per-packet work is small enough for that (libutp runs every socket on the
+/// caller's one thread).
 #[derive(Debug)]
 pub(crate) struct AsyncIoRuntime;
 
