@@ -306,3 +306,51 @@ fn ledbat_pp_fills_a_300_ms_path() {
     assert!(utilisation >= 0.85, "{utilisation}");
     assert_eq!(net.sender_stats(0).map(|s| s.timeouts), Some(0));
 }
+
+/// Issue #16 item 2: after a burst of tail drops, a hole's repair moves the receiver's
+/// 32-packet SACK window onto packets it got long before; their age is recovery time, not
+/// path RTT. One LEDBAT flow whose slow start overflows a 5 ms buffer on 100 Mbit/s x 100 ms
+/// (the queue never holds more than 5 ms). Before the fix the smoothed RTT reached 1.27 s
+/// (77 drops, 88 retransmits); after it 105 ms (91 drops, 169 retransmits: with a true
+/// 500 ms RTO, 2 timeouts fire while the 32-packet SACK window walks the holes, where the
+/// inflated RTO let 1 fire).
+#[test]
+fn burst_loss_recovery_does_not_inflate_the_rtt() {
+    init_tracing();
+    let config = DumbbellConfig::new(
+        100_000_000,
+        Duration::from_millis(100),
+        Duration::from_millis(5),
+    );
+    let flow = FlowConfig::new("flow", Arc::new(LedbatConfig::default()));
+    let mut net = Dumbbell::new(config, vec![flow], 1);
+    let mut worst = Duration::ZERO;
+    let mut t = Duration::ZERO;
+    while t < Duration::from_secs(10) {
+        t += Duration::from_millis(50);
+        net.run_until(t);
+        if let Some(rtt) = net.sender_stats(0).and_then(|s| s.rtt) {
+            worst = worst.max(rtt);
+        }
+    }
+    let drops = net.bottleneck().stats().dropped_queue;
+    let stats = net.sender_stats(0).expect("flow open");
+    println!(
+        "100 Mbit/s, 100 ms, 5 ms buffer: {drops} queue drops, {} retransmits ({} fast, {} \
+         timeouts, {} probes), utilisation {:.3}, largest srtt \
+         {worst:?} (<= 300 ms)",
+        stats.retransmits,
+        stats.fast_retransmits,
+        stats.timeouts,
+        stats.tail_loss_probes,
+        net.utilisation(Duration::from_secs(2), Duration::from_secs(10)),
+    );
+    assert!(
+        drops >= 20,
+        "the scenario must lose a burst ({drops} drops)"
+    );
+    assert!(
+        worst <= Duration::from_millis(300),
+        "srtt reached {worst:?}"
+    );
+}

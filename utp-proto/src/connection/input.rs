@@ -274,10 +274,14 @@ impl Connection {
         // once: an ACK of a retransmitted packet may be for either copy.
         let mut rack = self.rack_time;
 
+        // Karn: an ACK that answers a retransmission gives no RTT sample at all. It is the
+        // repair of a hole, so the packets above the hole it newly acknowledges (cumulatively,
+        // or in a SACK window that only now reaches them: the receiver reports 32 packets past
+        // its ack_nr) were delivered long ago; their age is recovery time, not the path's.
+        let mut covers_resend = false;
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();
         if outstanding > 0 && (first.distance_to(h.ack_nr) as usize) < outstanding {
-            let mut covers_resend = false;
             self.send.ack_through(h.ack_nr, |seq, p| {
                 covers_resend |= p.transmissions > 1 && p.status != Status::Sacked;
                 if p.status != Status::Sacked {
@@ -293,11 +297,6 @@ impl Connection {
                 }
                 probe_acked |= probe == Some(seq);
             });
-            if covers_resend {
-                // Karn: this ACK may answer the retransmission that filled a hole, and the
-                // packets above it were sent long before; their age is recovery time.
-                rtt_sample = None;
-            }
             progress = true;
         } else if h.packet_type == PacketType::State
             && outstanding > 0
@@ -434,6 +433,9 @@ impl Connection {
             && (!self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0)
         {
             self.recovery_end = None;
+        }
+        if covers_resend {
+            rtt_sample = None;
         }
         if let Some(s) = rtt_sample {
             self.rtt.update(s);
