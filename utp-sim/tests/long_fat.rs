@@ -310,10 +310,11 @@ fn ledbat_pp_fills_a_300_ms_path() {
 /// Issue #16 item 2: after a burst of tail drops, a hole's repair moves the receiver's
 /// 32-packet SACK window onto packets it got long before; their age is recovery time, not
 /// path RTT. One LEDBAT flow whose slow start overflows a 5 ms buffer on 100 Mbit/s x 100 ms
-/// (the queue never holds more than 5 ms). Before the fix the smoothed RTT reached 1.27 s
-/// (77 drops, 88 retransmits); after it 105 ms (91 drops, 169 retransmits: with a true
-/// 500 ms RTO, 2 timeouts fire while the 32-packet SACK window walks the holes, where the
-/// inflated RTO let 1 fire).
+/// (the queue never holds more than 5 ms). Before the Karn fix the smoothed RTT reached
+/// 1.27 s (77 drops, 88 retransmits). With the fix but 32-bit SACKs: 105 ms, but 91 drops,
+/// 169 retransmits and 2 timeouts (a true 500 ms RTO fires while the SACK window walks the
+/// holes 32 packets per round trip). With SACKs covering the whole reorder span: 77 drops,
+/// 77 retransmits, all fast, no timeout; utilisation over 2-10 s 6.4 -> 19.7 %.
 #[test]
 fn burst_loss_recovery_does_not_inflate_the_rtt() {
     init_tracing();
@@ -352,5 +353,11 @@ fn burst_loss_recovery_does_not_inflate_the_rtt() {
     assert!(
         worst <= Duration::from_millis(300),
         "srtt reached {worst:?}"
+    );
+    assert_eq!(stats.timeouts, 0, "every hole repaired from SACKs");
+    assert!(
+        stats.retransmits <= drops + 5,
+        "{} retransmits for {drops} drops",
+        stats.retransmits
     );
 }

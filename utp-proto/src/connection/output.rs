@@ -393,9 +393,8 @@ impl Connection {
         } else {
             None
         };
-        let bytes = sack.map(|s| s.to_bytes());
         let ext = OutgoingExtensions {
-            sack: bytes.as_ref().map(|b| &b[..]),
+            sack: sack.as_ref().map(|m| m.as_bytes()),
             close_reason: self
                 .close_reason
                 .filter(|_| h.packet_type == PacketType::State),

@@ -13,7 +13,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::packet::SelectiveAckBits;
 use crate::seq::SeqNr;
 
 /// What happened to an incoming packet.
@@ -31,6 +30,24 @@ pub(crate) enum Insert {
     NoSpace,
     /// Past the peer's FIN.
     PastFin,
+}
+
+/// Most bytes of SACK mask we send: 1,024 packets past `ack_nr + 1` (a 276-byte ACK at
+/// most; the one-byte extension length allows 252).
+pub(crate) const SACK_MAX_BYTES: usize = 128;
+
+/// A SACK mask to send: `bytes[..len]`, bit `i` for packet `ack_nr + 2 + i`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SackMask {
+    bytes: [u8; SACK_MAX_BYTES],
+    len: usize,
+}
+
+impl SackMask {
+    /// The wire bytes: a multiple of 4, byte 0 holding bits 0-7.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 #[derive(Debug)]
@@ -373,24 +390,37 @@ impl RecvBuffer {
         n
     }
 
-    /// The selective ACK for the packets held out of order (bit `i` = `ack_nr + 2 + i`).
-    pub(crate) fn sack(&self) -> Option<SelectiveAckBits> {
+    /// The selective ACK to send while packets are held out of order: one bit per packet
+    /// from `ack_nr + 2` up to the newest held one, as many bytes as that takes (a multiple
+    /// of 4, at most [`SACK_MAX_BYTES`]), as libtorrent sizes its own (LS:1511-1522). A
+    /// 32-bit mask (libutp's) leaves the sender blind past 32 packets: after a burst loss on
+    /// a long path it learns of each later hole only as earlier ones are repaired, one round
+    /// trip per 32 packets, while its RTO runs. libutp and libtorrent read masks of any
+    /// length (UI:1403-1436, LS:1175).
+    pub(crate) fn sack(&self) -> Option<SackMask> {
         if !self.has_gaps() {
             return None;
         }
-        let mut bits = SelectiveAckBits::default();
+        let mut mask = SackMask {
+            bytes: [0; SACK_MAX_BYTES],
+            len: 0,
+        };
+        let mut highest = None;
         for (i, slot) in self
             .reorder
             .iter()
             .skip(1)
-            .take(SelectiveAckBits::BITS)
+            .take(SACK_MAX_BYTES * 8)
             .enumerate()
         {
             if slot.is_some() {
-                bits.set(i);
+                mask.bytes[i / 8] |= 1 << (i % 8);
+                highest = Some(i);
             }
         }
-        (!bits.is_empty()).then_some(bits)
+        let highest = highest?;
+        mask.len = (highest / 32 + 1) * 4;
+        Some(mask)
     }
 }
 
@@ -452,12 +482,40 @@ mod tests {
         assert_eq!(b.insert(SeqNr(0xffff), b"2", false), Insert::OutOfOrder);
         assert_eq!(b.insert(SeqNr(0), b"3", false), Insert::Duplicate);
         // ack_nr = 0xfffd: bit i = 0xffff + i. 0xffff -> bit 0, 0 -> bit 1.
-        assert_eq!(b.sack().map(|s| s.to_bytes()), Some([0b11, 0, 0, 0]));
+        assert_eq!(
+            b.sack().map(|s| s.as_bytes().to_vec()),
+            Some(vec![0b11, 0, 0, 0])
+        );
         assert_eq!(b.window(), 98);
         assert_eq!(b.insert(SeqNr(0xfffe), b"1", false), Insert::InOrder);
         assert_eq!(b.ack_nr(), SeqNr(0));
-        assert_eq!(b.sack(), None);
+        assert!(b.sack().is_none());
         assert_eq!(read_all(&mut b), b"123");
+    }
+
+    #[test]
+    fn sack_reaches_the_newest_held_packet() {
+        // ack_nr 0: bit i stands for packet 2 + i.
+        let mut b = RecvBuffer::new(SeqNr(0), 1 << 20, 1 << 20, 1400, 4000);
+        assert_eq!(b.insert(SeqNr(2), b"x", false), Insert::OutOfOrder);
+        assert_eq!(
+            b.sack().map(|s| s.as_bytes().to_vec()),
+            Some(vec![1, 0, 0, 0])
+        );
+        // Past libutp's 32 bits: the mask grows by 4 bytes at a time to cover it.
+        assert_eq!(b.insert(SeqNr(2 + 40), b"y", false), Insert::OutOfOrder);
+        let mask = b.sack().expect("held packets");
+        assert_eq!(mask.as_bytes().len(), 8);
+        assert_eq!(mask.as_bytes()[5], 1 << 0, "bit 40");
+        // Beyond SACK_MAX_BYTES * 8 packets the mask stops; the rest waits for later ACKs.
+        let far = u16::try_from(2 + SACK_MAX_BYTES * 8 + 10).expect("fits");
+        assert_eq!(b.insert(SeqNr(far), b"z", false), Insert::OutOfOrder);
+        assert_eq!(b.sack().map(|s| s.as_bytes().len()), Some(8));
+        let near_end = u16::try_from(2 + SACK_MAX_BYTES * 8 - 1).expect("fits");
+        assert_eq!(b.insert(SeqNr(near_end), b"w", false), Insert::OutOfOrder);
+        let mask = b.sack().expect("held packets");
+        assert_eq!(mask.as_bytes().len(), SACK_MAX_BYTES);
+        assert_eq!(mask.as_bytes()[SACK_MAX_BYTES - 1], 0x80);
     }
 
     #[test]
