@@ -194,19 +194,20 @@ impl ControllerFactory for LedbatConfig {
 /// - A loss (outside slow start) at a queue between 1/20 and 1/2 of the target says the
 ///   bottleneck's buffer is shorter than the target: the target drops to 0.6 of that queue
 ///   and grows back over two minutes ([`LedbatConfig::adapt_target`]).
-/// - After a stretch ACK the window is ramped up rather than sent in one burst (at most 8
-///   packets beyond what stays in flight, then ×1.5 per RTT), like Linux's
+/// - After a stretch ACK in loss recovery the window is ramped up rather than sent in one
+///   burst (at most 8 packets beyond what stays in flight, then ×1.5 per RTT), like Linux's
 ///   `tcp_moderate_cwnd`: the cumulative ACK after a repaired hole covers every packet past
-///   the 32 a SACK describes, and the burst it released overflowed a short queue.
+///   the 32 a SACK describes, and the burst it released overflowed a short queue. Outside
+///   recovery a stretch ACK is a receiver acknowledging a batch, and the window stands.
 ///
 /// # Slow start
 ///
 /// libutp's "slow start" is linear and libtorrent's doubles per RTT until the delay reaches
 /// the target. We start at `initial_window` bytes and grow by `g` bytes per byte
-/// acknowledged, `g = min(slow_start_gain, (target − delay) / RTT)`: tripling per RTT on a
-/// 40 ms path with an empty queue (a 100 Mbit/s pipe is full in the fifth RTT), never so fast
-/// that one RTT of growth we cannot see yet would carry the queue past the target. Slow
-/// start ends
+/// acknowledged (at most two packets' worth per ACK, RFC 3465), `g = min(slow_start_gain,
+/// (target − delay) / RTT)`: tripling per RTT on a 40 ms path with an empty queue (a
+/// 100 Mbit/s pipe is full in the fifth RTT), never so fast that one RTT of growth we
+/// cannot see yet would carry the queue past the target. Slow start ends
 ///
 /// - when the *standing* delay (the smallest of the last round trip, as HyStart++ does; a
 ///   slow-start burst queues briefly long before the pipe is full) plus that unseen growth
@@ -350,7 +351,7 @@ impl Controller for Ledbat {
             // No delay signal yet (the peer sends none): only slow start grows, and a loss
             // ends it, as for TCP.
             if self.slow_start && ack.cwnd_limited {
-                self.cwnd += ack.bytes_acked as f64;
+                self.cwnd += slow_start_bytes(ack);
                 if self.cwnd >= self.ssthresh as f64 {
                     self.cwnd = self.ssthresh as f64;
                     self.exit_slow_start();
@@ -375,7 +376,7 @@ impl Controller for Ledbat {
                 }
                 Some(gain) => {
                     if ack.cwnd_limited {
-                        self.cwnd += ack.bytes_acked as f64 * gain;
+                        self.cwnd += slow_start_bytes(ack) * gain;
                     }
                     if self.cwnd >= self.ssthresh as f64 {
                         self.cwnd = self.ssthresh as f64;
@@ -562,7 +563,7 @@ impl Rounds {
     }
 }
 
-/// Turns the burst a stretch ACK would release into an ACK-clocked ramp.
+/// Turns the burst a stretch ACK after a loss would release into an ACK-clocked ramp.
 ///
 /// A window is a budget of bytes in flight, not a rate. When one ACK covers many packets
 /// (the cumulative ACK that follows a repaired hole covers everything past the 32 packets a
@@ -571,6 +572,12 @@ impl Rounds {
 /// what is still in flight plus [`MAX_BURST`] packets, and that cap then grows by half of
 /// each ACK's bytes (×1.5 per RTT) until it reaches the congestion window.
 /// Linux moderates the window the same way after recovery (`tcp_moderate_cwnd`).
+///
+/// Only in recovery ([`AckEvent::in_recovery`]). Outside it a stretch ACK is how the
+/// receiver acknowledges, not a hole's repair: libutp, libtorrent and our own adapters send
+/// one ACK per receive batch (a GRO run of ~10 packets on loopback), and a cap re-armed by
+/// every such ACK held the window at what was in flight plus 8 packets, 8-14 packets in all
+/// (`utp bench`, issue #17).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BurstLimit(Option<f64>);
 
@@ -581,7 +588,7 @@ impl BurstLimit {
         if let Some(cap) = &mut self.0 {
             *cap += acked * RAMP_GAIN;
         }
-        if acked > (MAX_BURST as f64) * mss {
+        if ack.in_recovery && acked > (MAX_BURST as f64) * mss {
             let fresh =
                 ack.in_flight.saturating_sub(ack.bytes_acked) as f64 + (MAX_BURST as f64) * mss;
             self.0 = Some(self.0.map_or(fresh, |cap| cap.min(fresh)));
@@ -614,6 +621,22 @@ pub(crate) const MAX_BURST: usize = 8;
 /// drains and leaves a spike of `g / (1 + g)` of the round in the queue; a third of the
 /// window fits the 20 ms queue that doubling (half the window) overflowed in simulation.
 const RAMP_GAIN: f64 = 0.5;
+
+/// The bytes an ACK counts for slow-start growth: at most [`SLOW_START_ACK_LIMIT`] packets
+/// (RFC 3465 appropriate byte counting, `L = 2`, as `NewReno` does).
+///
+/// Growth per ACK is also the burst it releases beyond the bytes it freed. A receiver that
+/// acknowledges a receive batch at a time (one ACK per GRO run of tens of packets on
+/// loopback, hundreds once the window is large) would otherwise triple every batch at
+/// once: the window went from 15 kB to 8.7 MB in a few hundred microseconds and its
+/// flights overflowed the 4 MiB UDP socket buffer, whole GSO runs at a time, which cost a
+/// retransmission timeout (500 ms) in about half the `utp bench` rounds.
+fn slow_start_bytes(ack: &AckEvent) -> f64 {
+    ack.bytes_acked.min(SLOW_START_ACK_LIMIT * ack.mss) as f64
+}
+
+/// Most packets one ACK counts for slow-start growth (RFC 3465 §2.2 `L`).
+const SLOW_START_ACK_LIMIT: usize = 2;
 
 /// A smoothed RTT from the connection's Karn samples (RFC 6298 gain 1/8), for decisions the
 /// controller times in RTTs.
@@ -650,6 +673,7 @@ mod tests {
             delay_sample: Some(1_000_000 + 20_000 + queue.as_micros() as u32),
             cwnd_limited: true,
             mss: MSS,
+            in_recovery: false,
         }
     }
 
@@ -1005,29 +1029,65 @@ mod tests {
     }
 
     #[test]
-    fn a_stretch_ack_releases_a_ramp_not_a_burst() {
+    fn a_stretch_ack_after_a_loss_releases_a_ramp_not_a_burst() {
         let now = Instant::now();
-        let mut c = in_avoidance();
+        let mut config = LedbatConfig::default();
+        config.slow_start(false).initial_window(40 * MSS);
+        let mut c = Ledbat::new(config, MSS);
         c.on_ack(now, &ack(MSS, Duration::ZERO));
-        let cwnd = c.window();
-        // One ACK covers 12 packets of the 20 in flight: 8 stay, 8 more may go.
+        // Outside recovery a stretch ACK is how the receiver acknowledges: no cap.
         let stretch = AckEvent {
-            in_flight: 20 * MSS,
+            in_flight: 40 * MSS,
             ..ack(12 * MSS, Duration::ZERO)
         };
+        let before = c.window();
         c.on_ack(now, &stretch);
-        assert_eq!(c.window(), 16 * MSS);
+        assert!(c.window() >= before, "{} < {before}", c.window());
+        c.on_congestion_event(
+            now,
+            CongestionEvent::Loss {
+                in_flight: 40 * MSS,
+            },
+        );
+        let cwnd = c.window();
+        assert!(cwnd.abs_diff(20 * MSS) < MSS, "{cwnd}");
+        // The hole's repair covers 16 packets of the 20 in flight: 4 stay, 8 more may go.
+        let repair = AckEvent {
+            in_flight: 20 * MSS,
+            in_recovery: true,
+            ..ack(16 * MSS, Duration::ZERO)
+        };
+        c.on_ack(now + 40 * MS, &repair);
+        assert_eq!(c.window(), 12 * MSS);
         // Each later ACK opens half its bytes more until the window is reached.
         let normal = AckEvent {
-            in_flight: 16 * MSS,
+            in_flight: 12 * MSS,
             ..ack(2 * MSS, Duration::ZERO)
         };
-        c.on_ack(now, &normal);
-        assert_eq!(c.window(), 17 * MSS);
-        for _ in 0..10 {
-            c.on_ack(now, &normal);
+        c.on_ack(now + 40 * MS, &normal);
+        assert_eq!(c.window(), 13 * MSS);
+        for _ in 0..20 {
+            c.on_ack(now + 40 * MS, &normal);
         }
-        assert!(c.window() > cwnd, "the cap is gone, the window grew");
+        assert!(c.window() >= cwnd, "the cap is gone");
+        // Recovery over, the same stretch ACK is just how the receiver acknowledges.
+        c.on_ack(
+            now + 200 * MS,
+            &AckEvent {
+                in_recovery: false,
+                ..repair
+            },
+        );
+        assert!(c.window() >= cwnd, "{}", c.window());
+    }
+
+    #[test]
+    fn slow_start_counts_at_most_two_packets_per_ack() {
+        let now = Instant::now();
+        let mut c = ledbat();
+        // Ten packets in one ACK grow the window as two would: by 2 × 2 packets.
+        c.on_ack(now, &ack(10 * MSS, Duration::ZERO));
+        assert_eq!(c.window(), 14 * MSS);
     }
 
     #[test]

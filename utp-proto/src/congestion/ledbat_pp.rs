@@ -529,6 +529,7 @@ mod tests {
             delay_sample: Some(5_000_000 + 20_000 + queue.as_micros() as u32),
             cwnd_limited: true,
             mss: MSS,
+            in_recovery: false,
         }
     }
 

@@ -83,6 +83,10 @@ pub struct AckEvent {
     pub cwnd_limited: bool,
     /// Payload bytes in a full packet.
     pub mss: usize,
+    /// The connection is repairing a loss: it reported a congestion event (loss or timeout)
+    /// and not everything sent before it is acknowledged yet (this ACK may be the one that
+    /// completes it), or this ACK answers a retransmitted packet.
+    pub in_recovery: bool,
 }
 
 /// Why the connection reports congestion.

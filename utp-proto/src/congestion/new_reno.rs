@@ -125,6 +125,7 @@ mod tests {
             delay_sample: None,
             cwnd_limited: true,
             mss: 1000,
+            in_recovery: false,
         }
     }
 

@@ -429,6 +429,9 @@ impl Connection {
             }
         }
 
+        // Read before this ACK may end recovery: the cumulative ACK that repairs the last
+        // hole is the one whose burst the controller must moderate.
+        let in_recovery = self.recovery_end.is_some() || covers_resend;
         if let Some(end) = self.recovery_end
             && (!self.send.first_seq().is_before(end.next()) || self.send.outstanding() == 0)
         {
@@ -455,6 +458,7 @@ impl Connection {
                 delay_sample,
                 cwnd_limited,
                 mss,
+                in_recovery,
             };
             self.cc.on_ack(now, &ev);
             let before = self.buffer_capacity();
