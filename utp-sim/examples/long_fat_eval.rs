@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfig};
+use utp_proto::congestion::ControllerFactory;
 use utp_proto::{ConnectionConfig, EndpointConfig};
 use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 
@@ -131,10 +131,7 @@ fn main() {
     let name = std::env::args()
         .nth(2)
         .unwrap_or_else(|| "ledbat".to_string());
-    let controller: Arc<dyn ControllerFactory> = match name.as_str() {
-        "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
-        _ => Arc::new(LedbatConfig::default()),
-    };
+    let controller = utp_sim::scenarios::controller_by_name(&name);
     let min_span = std::env::args()
         .nth(3)
         .and_then(|s| s.parse().ok())

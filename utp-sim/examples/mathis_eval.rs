@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfig, NewRenoConfig};
+use utp_proto::congestion::ControllerFactory;
 use utp_proto::{ConnectionConfig, EndpointConfig};
 use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 
@@ -117,11 +117,7 @@ fn main() {
     let span_rtts: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let seeds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let p: f64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0.001);
-    let controller: Arc<dyn ControllerFactory> = match name.as_str() {
-        "newreno" => Arc::new(NewRenoConfig::default()),
-        "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
-        _ => Arc::new(LedbatConfig::default()),
-    };
+    let controller = utp_sim::scenarios::controller_by_name(&name);
     println!("mathis_eval: {name}, {span_rtts} RTTs, seeds 1..={seeds}, loss {p}");
     println!();
     println!(

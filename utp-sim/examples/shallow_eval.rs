@@ -13,10 +13,8 @@
 //! (LEDBAT without the adaptive target) or `ledbat++`; `pacing` is `on` (default) or `off`
 //! (`ConnectionConfig::pacing`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfig};
 use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 
 fn main() {
@@ -27,11 +25,7 @@ fn main() {
     let name = std::env::args()
         .nth(2)
         .unwrap_or_else(|| "ledbat".to_string());
-    let controller: Arc<dyn ControllerFactory> = match name.as_str() {
-        "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
-        "ledbat-fixed" => Arc::new(*LedbatConfig::default().adapt_target(false)),
-        _ => Arc::new(LedbatConfig::default()),
-    };
+    let controller = utp_sim::scenarios::controller_by_name(&name);
     let end = std::env::args()
         .nth(3)
         .and_then(|s| s.parse().ok())

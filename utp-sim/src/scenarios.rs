@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use utp_proto::congestion::ControllerFactory;
+use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfig, NewRenoConfig};
 
 use crate::dumbbell::{Dumbbell, DumbbellConfig, FlowConfig};
 
@@ -99,6 +99,18 @@ pub struct Alone {
     pub congestion_events: u64,
     /// Retransmission timeouts over the whole run.
     pub timeouts: u64,
+}
+
+/// The controller an example names on its command line: `ledbat++`, `newreno`,
+/// `ledbat-fixed` (LEDBAT without its adaptive target) or, for anything else, `ledbat`.
+#[must_use]
+pub fn controller_by_name(name: &str) -> Arc<dyn ControllerFactory> {
+    match name {
+        "ledbat++" => Arc::new(LedbatPlusPlusConfig::default()),
+        "newreno" => Arc::new(NewRenoConfig::default()),
+        "ledbat-fixed" => Arc::new(*LedbatConfig::default().adapt_target(false)),
+        _ => Arc::new(LedbatConfig::default()),
+    }
 }
 
 /// One flow alone on `path`; the receiver's clock runs `clock_ppm` fast (or slow).
