@@ -105,7 +105,7 @@ impl AsyncTimer for IoTimer {
 }
 
 /// A UDP socket registered with async-io's reactor; only the driver polls it. On Linux,
-/// IPv4 sockets send with GSO and receive with GRO and `recvmmsg` ([`utp_io::batch`]), and
+/// IPv4 and IPv6 sockets send with GSO and receive with GRO and `recvmmsg` ([`utp_io::batch`]), and
 /// ICMP errors are read from the socket's error queue.
 #[derive(Debug)]
 pub(crate) struct IoUdp(pub(crate) Async<UdpSocket>, Batch, Errors);
