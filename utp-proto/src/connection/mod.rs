@@ -25,7 +25,7 @@ use tracing::debug;
 
 pub use error::{ConnectionError, ReadError, WriteError};
 pub use stats::ConnectionStats;
-use stats::{Counters, Estimates};
+use stats::Counters;
 
 use self::events::{EventKind, EventQueue};
 use self::mtu::PathMtu;
@@ -418,21 +418,21 @@ impl Connection {
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
-        self.stats.snapshot(Estimates {
-            rtt: self.rtt.get(),
-            min_rtt: self.rtt.min(),
-            rto: self.rtt.rto(),
-            cwnd: self.cc.window(),
-            ssthresh: self.cc.ssthresh(),
-            bytes_in_flight: self.send.in_flight_bytes(),
-            peer_window: self.peer_wnd,
-            advertised_window: self.last_advertised,
-            bytes_received: self.recv.delivered(),
-            packet_size: self.mtu.current(),
-            mtu_probes_sent: self.mtu.probes_sent(),
-            mtu_probes_lost: self.mtu.probes_lost(),
-            close_reason: self.close_reason,
-        })
+        let mut s = self.stats.snapshot();
+        s.rtt = self.rtt.get();
+        s.min_rtt = self.rtt.min();
+        s.rto = self.rtt.rto();
+        s.cwnd = self.cc.window();
+        s.ssthresh = self.cc.ssthresh();
+        s.bytes_in_flight = self.send.in_flight_bytes();
+        s.peer_window = self.peer_wnd;
+        s.advertised_window = self.last_advertised;
+        s.bytes_received = self.recv.delivered();
+        s.packet_size = self.mtu.current();
+        s.mtu_probes_sent = self.mtu.probes_sent();
+        s.mtu_probes_lost = self.mtu.probes_lost();
+        s.close_reason = self.close_reason;
+        s
     }
 
     fn timestamp(&self, now: Instant) -> Timestamp {

@@ -104,40 +104,11 @@ pub(crate) struct Counters {
     pub(crate) peer_close_reason: Option<u16>,
 }
 
-/// The parts of a snapshot a connection reads from its estimators and buffers.
-pub(crate) struct Estimates {
-    pub(crate) rtt: Option<Duration>,
-    pub(crate) min_rtt: Option<Duration>,
-    pub(crate) rto: Duration,
-    pub(crate) cwnd: usize,
-    pub(crate) ssthresh: usize,
-    pub(crate) bytes_in_flight: usize,
-    pub(crate) peer_window: usize,
-    pub(crate) advertised_window: usize,
-    pub(crate) bytes_received: u64,
-    pub(crate) packet_size: usize,
-    pub(crate) mtu_probes_sent: u64,
-    pub(crate) mtu_probes_lost: u64,
-    pub(crate) close_reason: Option<u16>,
-}
-
 impl Counters {
-    /// A snapshot: these counters beside `e`.
-    pub(crate) fn snapshot(&self, e: Estimates) -> ConnectionStats {
+    /// A snapshot holding these counters; the connection fills in the estimates it reads
+    /// from its estimators and buffers.
+    pub(crate) fn snapshot(&self) -> ConnectionStats {
         ConnectionStats {
-            rtt: e.rtt,
-            min_rtt: e.min_rtt,
-            rto: e.rto,
-            cwnd: e.cwnd,
-            ssthresh: e.ssthresh,
-            bytes_in_flight: e.bytes_in_flight,
-            peer_window: e.peer_window,
-            advertised_window: e.advertised_window,
-            bytes_received: e.bytes_received,
-            packet_size: e.packet_size,
-            mtu_probes_sent: e.mtu_probes_sent,
-            mtu_probes_lost: e.mtu_probes_lost,
-            close_reason: e.close_reason,
             packets_sent: self.packets_sent,
             packets_received: self.packets_received,
             bytes_sent: self.bytes_sent,
@@ -156,6 +127,7 @@ impl Counters {
             zero_window_probes: self.zero_window_probes,
             keepalives_sent: self.keepalives_sent,
             peer_close_reason: self.peer_close_reason,
+            ..ConnectionStats::default()
         }
     }
 }

@@ -52,7 +52,7 @@ impl Endpoint {
             // entry is probably a real client in a burst: then the new SYN is dropped, and
             // its sender retries.
             let evictable = self.backlog.oldest().is_some_and(|(heard, _)| {
-                now.saturating_duration_since(heard) >= self.config.connection.initial_rto
+                now.saturating_duration_since(heard) >= self.connection_config.initial_rto
             });
             let Some((_, victim)) = self.backlog.oldest().filter(|_| evictable) else {
                 if table_full {
