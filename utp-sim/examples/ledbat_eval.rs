@@ -17,10 +17,7 @@ use utp_proto::congestion::{ControllerFactory, LedbatConfig, LedbatPlusPlusConfi
 use utp_sim::scenarios::{self, Path, Window};
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let seed: u64 = utp_sim::scenarios::arg(1, 1);
     let classic: Arc<dyn ControllerFactory> = Arc::new(LedbatConfig::default());
     let plus: Arc<dyn ControllerFactory> = Arc::new(LedbatPlusPlusConfig::default());
     let reno: Arc<dyn ControllerFactory> = Arc::new(NewRenoConfig::default());

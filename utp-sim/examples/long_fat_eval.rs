@@ -124,18 +124,10 @@ fn mib(bytes: usize) -> String {
 }
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let name = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| "ledbat".to_string());
+    let seed: u64 = utp_sim::scenarios::arg(1, 1);
+    let name: String = utp_sim::scenarios::arg(2, "ledbat".to_string());
     let controller = utp_sim::scenarios::controller_by_name(&name);
-    let min_span = std::env::args()
-        .nth(3)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let min_span: u64 = utp_sim::scenarios::arg(3, 3);
     let rates = [10_000_000u64, 100_000_000, 1_000_000_000];
     let rtts = [10u64, 100, 300].map(Duration::from_millis);
     println!(

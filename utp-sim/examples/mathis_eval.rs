@@ -112,11 +112,10 @@ fn config_for(bits_per_sec: u64, rtt: Duration) -> ConnectionConfig {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let name = args.get(1).map_or("ledbat", String::as_str).to_string();
-    let span_rtts: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let seeds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let p: f64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0.001);
+    let name: String = utp_sim::scenarios::arg(1, "ledbat".to_string());
+    let span_rtts: u32 = utp_sim::scenarios::arg(2, 100);
+    let seeds: u64 = utp_sim::scenarios::arg(3, 1);
+    let p: f64 = utp_sim::scenarios::arg(4, 0.001);
     let controller = utp_sim::scenarios::controller_by_name(&name);
     println!("mathis_eval: {name}, {span_rtts} RTTs, seeds 1..={seeds}, loss {p}");
     println!();

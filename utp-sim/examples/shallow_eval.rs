@@ -18,18 +18,10 @@ use std::time::Duration;
 use utp_sim::{Dumbbell, DumbbellConfig, FlowConfig};
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let name = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| "ledbat".to_string());
+    let seed: u64 = utp_sim::scenarios::arg(1, 1);
+    let name: String = utp_sim::scenarios::arg(2, "ledbat".to_string());
     let controller = utp_sim::scenarios::controller_by_name(&name);
-    let end = std::env::args()
-        .nth(3)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(25);
+    let end: u64 = utp_sim::scenarios::arg(3, 25);
     let pacing = std::env::args().nth(4).is_none_or(|s| s != "off");
     let (from, to) = (Duration::from_secs(5), Duration::from_secs(end));
     println!("shallow_eval (seed {seed}): one {name} flow, 5-{end} s, pacing {pacing}");

@@ -101,6 +101,16 @@ pub struct Alone {
     pub timeouts: u64,
 }
 
+/// Command-line argument `n` of an example (1 is the first) parsed as `T`, or `default`
+/// when it is missing or does not parse.
+#[must_use]
+pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
+    std::env::args()
+        .nth(n)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The controller an example names on its command line: `ledbat++`, `newreno`,
 /// `ledbat-fixed` (LEDBAT without its adaptive target) or, for anything else, `ledbat`.
 #[must_use]
