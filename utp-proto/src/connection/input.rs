@@ -276,8 +276,8 @@ impl Connection {
 
         // Karn: an ACK that answers a retransmission gives no RTT sample at all. It is the
         // repair of a hole, so the packets above the hole it newly acknowledges (cumulatively,
-        // or in a SACK window that only now reaches them: the receiver reports 32 packets past
-        // its ack_nr) were delivered long ago; their age is recovery time, not the path's.
+        // or in a SACK window that only now reaches them: libutp reports 32 packets past its
+        // ack_nr) were delivered long ago; their age is recovery time, not the path's.
         let mut covers_resend = false;
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();

@@ -32,8 +32,8 @@ pub(crate) enum Insert {
     PastFin,
 }
 
-/// Most bytes of SACK mask we send: 1,024 packets past `ack_nr + 1` (a 276-byte ACK at
-/// most; the one-byte extension length allows 252).
+/// Most bytes of SACK mask we send: 1,024 packets past `ack_nr + 1`, a 150-byte ACK
+/// (20-byte header, 2-byte extension header, mask); the one-byte extension length allows 252.
 pub(crate) const SACK_MAX_BYTES: usize = 128;
 
 /// A SACK mask to send: `bytes[..len]`, bit `i` for packet `ack_nr + 2 + i`.
