@@ -47,6 +47,42 @@ pub(crate) struct DelayConfig {
     pub(crate) drift: bool,
 }
 
+/// A [`DelayEstimator`] allocated at the first sample.
+///
+/// The controller sees delay samples only on ACKs of data (handshakes and keepalives carry
+/// none to it), so a connection that never sent data carries one pointer here instead of the
+/// estimator's 272 bytes: at 10,000 idle connections that was 40 % of a controller (#17).
+/// The estimator holds nothing before its first sample, so building it then changes no
+/// estimate.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LazyDelayEstimator(Option<Box<DelayEstimator>>);
+
+impl LazyDelayEstimator {
+    /// [`DelayEstimator::on_sample`], building the estimator with `config` first if this is
+    /// the first sample.
+    pub(crate) fn on_sample(
+        &mut self,
+        config: DelayConfig,
+        now: Instant,
+        raw: u32,
+        rtt: Option<Duration>,
+    ) {
+        self.0
+            .get_or_insert_with(|| Box::new(DelayEstimator::new(config)))
+            .on_sample(now, raw, rtt);
+    }
+
+    /// [`DelayEstimator::queuing_delay`]; `None` before the first sample.
+    pub(crate) fn queuing_delay(&self) -> Option<Duration> {
+        self.0.as_ref()?.queuing_delay()
+    }
+
+    /// [`DelayEstimator::drift_ppm`]; 0 before the first sample.
+    pub(crate) fn drift_ppm(&self) -> f64 {
+        self.0.as_ref().map_or(0.0, |d| d.drift_ppm())
+    }
+}
+
 /// Turns `timestamp_difference` samples into a queuing-delay estimate.
 #[derive(Clone, Debug)]
 pub(crate) struct DelayEstimator {

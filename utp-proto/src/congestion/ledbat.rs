@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::delay::{DelayConfig, DelayEstimator};
+use super::delay::{DelayConfig, LazyDelayEstimator};
 use super::target::AdaptiveTarget;
 use super::{AckEvent, CongestionEvent, Controller, ControllerFactory, step_per_rtt};
 
@@ -223,7 +223,7 @@ pub struct Ledbat {
     cwnd: f64,
     ssthresh: usize,
     slow_start: bool,
-    delay: DelayEstimator,
+    delay: LazyDelayEstimator,
     rtt: SmoothedRtt,
     last_cut: Option<Instant>,
     /// Smallest RTT the connection measured.
@@ -244,7 +244,7 @@ impl Ledbat {
             cwnd: config.initial_window.max(2 * mss) as f64,
             ssthresh: usize::MAX,
             slow_start: config.slow_start,
-            delay: DelayEstimator::new(config.delay_config()),
+            delay: LazyDelayEstimator::default(),
             rtt: SmoothedRtt::default(),
             last_cut: None,
             min_rtt: None,
@@ -342,7 +342,8 @@ impl Controller for Ledbat {
 
     fn on_ack(&mut self, now: Instant, ack: &AckEvent) {
         if let Some(sample) = ack.delay_sample {
-            self.delay.on_sample(now, sample, ack.rtt);
+            self.delay
+                .on_sample(self.config.delay_config(), now, sample, ack.rtt);
         }
         self.rtt.update(ack.rtt);
         self.min_rtt = ack.min_rtt.or(self.min_rtt);
@@ -1098,5 +1099,33 @@ mod tests {
         c.on_congestion_event(Instant::now(), CongestionEvent::Loss { in_flight: 0 });
         c.on_mtu_update(4000);
         assert_eq!(c.window(), 8000, "two packets of the new size");
+    }
+
+    /// Every connection boxes one controller, idle or not: a guard against per-connection
+    /// state creeping back (#17: 624 bytes before the delay estimator was allocated at the
+    /// first delay sample).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_idle_ledbat_stays_within_360_bytes() {
+        assert!(
+            size_of::<Ledbat>() <= 360,
+            "Ledbat is {} bytes",
+            size_of::<Ledbat>()
+        );
+    }
+
+    #[test]
+    fn no_delay_estimate_before_the_first_sample() {
+        let now = Instant::now();
+        let mut c = ledbat();
+        let blind = AckEvent {
+            delay_sample: None,
+            ..ack(MSS, Duration::ZERO)
+        };
+        c.on_ack(now, &blind);
+        assert_eq!(c.queuing_delay(), None);
+        assert_eq!(c.clock_drift_ppm(), 0.0);
+        c.on_ack(now, &ack(MSS, Duration::ZERO));
+        assert_eq!(c.queuing_delay(), Some(Duration::ZERO));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::delay::{DelayConfig, DelayEstimator};
+use super::delay::{DelayConfig, LazyDelayEstimator};
 use super::ledbat::{BurstLimit, MAX_BURST, Rounds, SmoothedRtt};
 use super::{AckEvent, CongestionEvent, Controller, ControllerFactory, step_per_rtt};
 
@@ -180,7 +180,7 @@ pub struct LedbatPlusPlus {
     cwnd: f64,
     ssthresh: usize,
     phase: Phase,
-    delay: DelayEstimator,
+    delay: LazyDelayEstimator,
     rtt: SmoothedRtt,
     min_rtt: Option<Duration>,
     last_cut: Option<Instant>,
@@ -207,7 +207,7 @@ impl LedbatPlusPlus {
             cwnd: config.initial_window.max(2 * mss) as f64,
             ssthresh: usize::MAX,
             phase: Phase::SlowStart { initial: true },
-            delay: DelayEstimator::new(config.delay_config()),
+            delay: LazyDelayEstimator::default(),
             rtt: SmoothedRtt::default(),
             min_rtt: None,
             last_cut: None,
@@ -328,7 +328,8 @@ impl Controller for LedbatPlusPlus {
 
     fn on_ack(&mut self, now: Instant, ack: &AckEvent) {
         if let Some(sample) = ack.delay_sample {
-            self.delay.on_sample(now, sample, ack.rtt);
+            self.delay
+                .on_sample(self.config.delay_config(), now, sample, ack.rtt);
         }
         self.rtt.update(ack.rtt);
         self.burst.on_ack(ack, self.cwnd);
