@@ -1,5 +1,6 @@
 //! LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus); see [`LedbatPlusPlus`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::delay::{DelayConfig, LazyDelayEstimator};
@@ -90,8 +91,8 @@ impl LedbatPlusPlusConfig {
 }
 
 impl ControllerFactory for LedbatPlusPlusConfig {
-    fn build(&self, _now: Instant, mss: usize) -> Box<dyn Controller> {
-        Box::new(LedbatPlusPlus::new(*self, mss))
+    fn build(self: Arc<Self>, _now: Instant, mss: usize) -> Box<dyn Controller> {
+        Box::new(LedbatPlusPlus::with_shared_config(self, mss))
     }
 }
 
@@ -175,7 +176,8 @@ enum Phase {
 /// exactly one whose base delay may be stale.
 #[derive(Clone, Debug)]
 pub struct LedbatPlusPlus {
-    config: LedbatPlusPlusConfig,
+    /// Shared with every connection built from the same settings.
+    config: Arc<LedbatPlusPlusConfig>,
     mss: usize,
     cwnd: f64,
     ssthresh: usize,
@@ -200,9 +202,12 @@ impl LedbatPlusPlus {
     /// A controller for packets of `mss` payload bytes.
     #[must_use]
     pub fn new(config: LedbatPlusPlusConfig, mss: usize) -> Self {
+        Self::with_shared_config(Arc::new(config), mss)
+    }
+
+    fn with_shared_config(config: Arc<LedbatPlusPlusConfig>, mss: usize) -> Self {
         let mss = mss.max(1);
         Self {
-            config,
             mss,
             cwnd: config.initial_window.max(2 * mss) as f64,
             ssthresh: usize::MAX,
@@ -217,6 +222,7 @@ impl LedbatPlusPlus {
             burst: BurstLimit::default(),
             rounds: Rounds::default(),
             exit_fit: None,
+            config,
         }
     }
 

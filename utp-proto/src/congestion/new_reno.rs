@@ -3,6 +3,7 @@
 //! Not uTP's native controller: it is the loss-based competitor LEDBAT must yield to in the
 //! simulator, and a safe choice where delay samples are meaningless.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{AckEvent, CongestionEvent, Controller, ControllerFactory};
@@ -26,7 +27,7 @@ impl Default for NewRenoConfig {
 }
 
 impl ControllerFactory for NewRenoConfig {
-    fn build(&self, _now: Instant, mss: usize) -> Box<dyn Controller> {
+    fn build(self: Arc<Self>, _now: Instant, mss: usize) -> Box<dyn Controller> {
         Box::new(NewReno::new(*self, mss))
     }
 }

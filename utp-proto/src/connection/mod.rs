@@ -261,7 +261,7 @@ impl Connection {
                 config.max_reorder_packets,
             ),
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
-            cc: config.controller.build(now, mss),
+            cc: Arc::clone(&config.controller).build(now, mss),
             timers: TimerTable::new(now),
             peer_wnd: mss,
             max_peer_wnd: mss,
