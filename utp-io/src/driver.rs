@@ -20,14 +20,15 @@ use crate::shared::{Shared, State};
 ///
 /// Each run reads the clock once, then:
 /// 1. sends what an earlier run could not (the socket would have blocked);
-/// 2. receives up to [`RECV_BUDGET`] datagrams into a batch, and up to [`ICMP_BUDGET`]
-///    errors the OS reported about datagrams we sent (ICMP), without the lock;
+/// 2. receives up to [`RECV_BUDGET`] datagrams, and up to [`ICMP_BUDGET`] errors the OS
+///    reported about datagrams we sent (ICMP), without the lock; the last receive call's
+///    datagrams stay where the socket put them, earlier calls' are copied out first;
 /// 3. under the lock: feeds the batch to the endpoint (non-uTP datagrams go to the
 ///    application's queue) and the errors, runs the endpoint's timers if their deadline passed, resets
 ///    dropped streams whose graceful close outlived the linger time, drains the events
 ///    (waking blocked readers, writers, acceptors and connectors) and, if everything earlier
-///    went out, collects up to [`SEND_BUDGET`] datagrams to send;
-/// 4. sends them without the lock; if the socket would block, the rest is kept and the
+///    went out, collects up to [`SEND_BUDGET`] datagrams to send, encoded back to back;
+/// 4. sends them without the lock, a run of them to one destination as one GSO send; if the socket would block, the rest is kept and the
 ///    driver waits for writability: nothing is dropped;
 /// 5. re-arms its one timer only for an earlier deadline (or after it fired).
 ///
@@ -43,16 +44,21 @@ pub(crate) struct Driver {
     /// Receive buffers: one, or as many as the socket fills per batched call.
     recv_bufs: Vec<Vec<u8>>,
     recv_meta: Vec<RecvMeta>,
-    /// Consecutive datagrams to one destination copied together for one GSO send.
-    gso_buf: Vec<u8>,
-    /// Received datagrams, back to back, and their senders and lengths.
+    /// How many of `recv_meta` describe datagrams still in `recv_bufs` (the last receive
+    /// call's, handled in place).
+    held: usize,
+    /// Datagrams of earlier receive calls in this run, back to back, and their senders and
+    /// lengths (copied out before the buffers were reused).
     batch: Vec<u8>,
     batch_meta: Vec<(SocketAddr, usize)>,
+    /// Datagrams received this run.
+    received: usize,
     /// Errors the OS reported about datagrams we sent: the datagrams as it returned them,
     /// back to back, and their destinations, lengths and errors.
     icmp: Vec<u8>,
     icmp_meta: Vec<(SocketAddr, usize, IcmpError)>,
-    /// Datagrams to send: `out[sent..queued]` are pending. Buffers are reused.
+    /// Datagrams to send, back to back in `out_buf`: `out[sent..queued]` are pending.
+    out_buf: Vec<u8>,
     out: Vec<Outgoing>,
     queued: usize,
     sent: usize,
@@ -67,7 +73,9 @@ pub(crate) struct Driver {
 }
 
 struct Outgoing {
-    buf: Vec<u8>,
+    /// Where the datagram lies in `out_buf`.
+    start: usize,
+    len: usize,
     to: SocketAddr,
     /// Produced by the endpoint (not a raw datagram of the application).
     utp: bool,
@@ -107,19 +115,14 @@ impl Driver {
             fired: false,
             recv_bufs: (0..recv_batch).map(|_| vec![0; MAX_DATAGRAM]).collect(),
             recv_meta: vec![RecvMeta::default(); recv_batch],
-            gso_buf: Vec::new(),
+            held: 0,
             batch: Vec::new(),
-            batch_meta: Vec::with_capacity(RECV_BUDGET),
+            batch_meta: Vec::new(),
+            received: 0,
             icmp: Vec::new(),
             icmp_meta: Vec::with_capacity(ICMP_BUDGET),
-            out: (0..SEND_BUDGET)
-                .map(|_| Outgoing {
-                    buf: Vec::new(),
-                    to: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    utp: false,
-                    df: true,
-                })
-                .collect(),
+            out_buf: Vec::new(),
+            out: Vec::with_capacity(SEND_BUDGET),
             queued: 0,
             sent: 0,
             io: IoResults::default(),
@@ -129,11 +132,16 @@ impl Driver {
         }
     }
 
-    /// Receive up to the budget into the batch; returns whether the budget ran out.
+    /// Receive up to the budget; returns whether the budget ran out.
     fn recv(&mut self, cx: &mut Context<'_>) -> bool {
         self.batch.clear();
         self.batch_meta.clear();
-        while self.batch_meta.len() < RECV_BUDGET {
+        self.held = 0;
+        self.received = 0;
+        while self.received < RECV_BUDGET {
+            // Most runs need one call (GRO fills the buffers); when another follows, the
+            // datagrams of this one are copied out of the buffers it reuses.
+            self.spill();
             let mut bufs: Vec<IoSliceMut<'_>> = self
                 .recv_bufs
                 .iter_mut()
@@ -145,17 +153,8 @@ impl Driver {
             {
                 Poll::Ready(Ok(n)) => {
                     self.io.recv_calls += 1;
-                    for (m, buf) in self.recv_meta[..n].iter().zip(&self.recv_bufs) {
-                        // GRO: datagrams of one sender coalesced at a stride.
-                        let stride = if m.stride == 0 { m.len } else { m.stride };
-                        for datagram in buf[..m.len].chunks(stride.max(1)) {
-                            self.batch.extend_from_slice(datagram);
-                            self.batch_meta.push((m.from, datagram.len()));
-                        }
-                        if m.len == 0 {
-                            self.batch_meta.push((m.from, 0));
-                        }
-                    }
+                    self.held = n;
+                    self.received += datagrams(&self.recv_meta[..n], &self.recv_bufs).count();
                 }
                 Poll::Ready(Err(e)) if is_transient(&e) => {
                     // ICMP errors reported on the socket and the like: nothing to do with
@@ -170,16 +169,19 @@ impl Driver {
                 Poll::Pending => break,
             }
         }
-        let full = self.batch_meta.len() >= RECV_BUDGET;
+        let full = self.received >= RECV_BUDGET;
         full | self.recv_icmp(cx)
     }
 
     /// Take up to [`ICMP_BUDGET`] errors the OS reported; returns whether the budget ran
-    /// out. The receive buffer serves as scratch space: the batch was copied out of it.
+    /// out. A receive buffer the last call left free serves as scratch space.
     fn recv_icmp(&mut self, cx: &mut Context<'_>) -> bool {
         self.icmp.clear();
         self.icmp_meta.clear();
-        let buf = &mut self.recv_bufs[0];
+        if self.held == self.recv_bufs.len() {
+            self.spill();
+        }
+        let buf = &mut self.recv_bufs[self.held];
         while self.icmp_meta.len() < ICMP_BUDGET {
             match self.socket.poll_recv_icmp(cx, buf) {
                 Poll::Ready(Ok((len, destination, error))) => {
@@ -200,6 +202,15 @@ impl Driver {
         true
     }
 
+    /// Copy the datagrams still in the receive buffers into the batch, freeing the buffers.
+    fn spill(&mut self) {
+        for (from, datagram) in datagrams(&self.recv_meta[..self.held], &self.recv_bufs) {
+            self.batch.extend_from_slice(datagram);
+            self.batch_meta.push((from, datagram.len()));
+        }
+        self.held = 0;
+    }
+
     /// Send the pending datagrams, stopping where the socket would block.
     fn flush(&mut self, cx: &mut Context<'_>) {
         let max_segments = self.socket.max_send_segments();
@@ -207,15 +218,10 @@ impl Driver {
             if max_segments > 1 {
                 let (n, segment) = self.gso_run(max_segments);
                 if n > 1 {
-                    self.gso_buf.clear();
-                    for d in &self.out[self.sent..self.sent + n] {
-                        self.gso_buf.extend_from_slice(&d.buf);
-                    }
-                    let to = self.out[self.sent].to;
-                    match self
-                        .socket
-                        .poll_send_segments(cx, &self.gso_buf, segment, to)
-                    {
+                    // Collected back to back: the run is one slice of `out_buf`.
+                    let (first, last) = (&self.out[self.sent], &self.out[self.sent + n - 1]);
+                    let run = &self.out_buf[first.start..last.start + last.len];
+                    match self.socket.poll_send_segments(cx, run, segment, first.to) {
                         Poll::Ready(Ok(())) => {
                             self.io.sent += n as u64;
                             self.io.gso_sends += 1;
@@ -225,7 +231,7 @@ impl Driver {
                         Poll::Ready(Err(e)) => {
                             // Sent one by one below, which reports each datagram's error
                             // (EMSGSIZE for path MTU discovery) as without GSO.
-                            debug!(%to, n, segment, error = %e, "GSO send failed");
+                            debug!(to = %first.to, n, segment, error = %e, "GSO send failed");
                         }
                         Poll::Pending => {
                             self.io.would_block += 1;
@@ -235,10 +241,11 @@ impl Driver {
                 }
             }
             let d = &self.out[self.sent];
+            let datagram = &self.out_buf[d.start..d.start + d.len];
             let sent = if self.dont_fragment && !d.df {
-                send_fragmentable(&*self.socket, cx, &d.buf, d.to)
+                send_fragmentable(&*self.socket, cx, datagram, d.to)
             } else {
-                self.socket.poll_send_to(cx, &d.buf, d.to)
+                self.socket.poll_send_to(cx, datagram, d.to)
             };
             match sent {
                 Poll::Ready(Ok(_)) => self.io.sent += 1,
@@ -248,7 +255,7 @@ impl Driver {
                     debug!(to = %d.to, error = %e, "send failed");
                     self.io.send_errors += 1;
                     if d.utp && is_too_big(&e) {
-                        self.io.too_big.push((d.to, d.buf.len()));
+                        self.io.too_big.push((d.to, d.len));
                     }
                 }
                 Poll::Pending => {
@@ -261,6 +268,8 @@ impl Driver {
         }
         self.sent = 0;
         self.queued = 0;
+        self.out.clear();
+        self.out_buf.clear();
     }
 
     /// The longest run of pending datagrams from `out[sent]` on that one GSO send can carry:
@@ -268,7 +277,7 @@ impl Driver {
     /// has it, at most `max` of them and 65,507 bytes. Returns its length and segment size.
     fn gso_run(&self, max: usize) -> (usize, usize) {
         let first = &self.out[self.sent];
-        let segment = first.buf.len();
+        let segment = first.len;
         let plain = |d: &Outgoing| d.df || !self.dont_fragment;
         if segment == 0 || !plain(first) {
             return (1, segment);
@@ -276,16 +285,11 @@ impl Driver {
         let max = max.min(MAX_GSO_BYTES / segment);
         let mut n = 1;
         for d in &self.out[self.sent + 1..self.queued] {
-            if n >= max
-                || d.to != first.to
-                || !plain(d)
-                || d.buf.len() > segment
-                || d.buf.is_empty()
-            {
+            if n >= max || d.to != first.to || !plain(d) || d.len > segment || d.len == 0 {
                 break;
             }
             n += 1;
-            if d.buf.len() < segment {
+            if d.len < segment {
                 break;
             }
         }
@@ -319,18 +323,23 @@ impl Driver {
         }
     }
 
-    /// Under the lock: feed the received batch to the endpoint.
+    /// Under the lock: feed the received datagrams to the endpoint, in arrival order.
     fn handle_batch(&mut self, state: &mut State, now: Instant) {
         let mut offset = 0;
-        for &(from, len) in &self.batch_meta {
-            let datagram = &self.batch[offset..offset + len];
+        let copied = self.batch_meta.iter().map(|&(from, len)| {
             offset += len;
+            (from, &self.batch[offset - len..offset])
+        });
+        let held = datagrams(&self.recv_meta[..self.held], &self.recv_bufs);
+        for (from, datagram) in copied.chain(held) {
             if !state.endpoint.handle_datagram(now, from, datagram) {
-                trace!(%from, len, "non-uTP datagram");
+                trace!(%from, len = datagram.len(), "non-uTP datagram");
                 state.push_raw(from, datagram);
             }
         }
-        self.io.received += self.batch_meta.len() as u64;
+        self.held = 0;
+        self.io.received += self.received as u64;
+        self.received = 0;
         let mut offset = 0;
         for &(destination, len, error) in &self.icmp_meta {
             let original = &self.icmp[offset..offset + len];
@@ -356,21 +365,29 @@ impl Driver {
             }
         }
         while self.queued < SEND_BUDGET {
-            let d = &mut self.out[self.queued];
-            if let Some((to, mut datagram)) = state.raw_out.pop_front() {
-                std::mem::swap(&mut d.buf, &mut datagram);
-                d.to = to;
-                d.utp = false;
-                d.df = true;
+            let start = self.out_buf.len();
+            let d = if let Some((to, datagram)) = state.raw_out.pop_front() {
+                self.out_buf.extend_from_slice(&datagram);
                 state.stats.raw_sent += 1;
-            } else if let Some(t) = state.endpoint.poll_transmit(now, &mut d.buf) {
-                d.buf.truncate(t.len);
-                d.to = t.destination;
-                d.utp = true;
-                d.df = t.dont_fragment;
+                Outgoing {
+                    start,
+                    len: datagram.len(),
+                    to,
+                    utp: false,
+                    df: true,
+                }
+            } else if let Some(t) = state.endpoint.poll_transmit_append(now, &mut self.out_buf) {
+                Outgoing {
+                    start,
+                    len: t.len,
+                    to: t.destination,
+                    utp: true,
+                    df: t.dont_fragment,
+                }
             } else {
                 return false;
-            }
+            };
+            self.out.push(d);
             self.queued += 1;
         }
         true
@@ -527,6 +544,23 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// `EMSGSIZE`: the datagram exceeds the path MTU (with don't-fragment set) or UDP's limit.
+/// The datagrams of one receive call: each buffer holds one, or with GRO several of one
+/// sender at a stride.
+fn datagrams<'a>(
+    meta: &'a [RecvMeta],
+    bufs: &'a [Vec<u8>],
+) -> impl Iterator<Item = (SocketAddr, &'a [u8])> + 'a {
+    meta.iter().zip(bufs).flat_map(|(m, buf)| {
+        let data = &buf[..m.len];
+        let stride = if m.stride == 0 { m.len } else { m.stride };
+        // An empty datagram is a datagram too (chunks yields nothing for it).
+        let empty = (m.len == 0).then_some(data);
+        data.chunks(stride.max(1))
+            .chain(empty)
+            .map(move |d| (m.from, d))
+    })
+}
+
 fn is_too_big(e: &io::Error) -> bool {
     #[cfg(unix)]
     const EMSGSIZE: i32 = rustix::io::Errno::MSGSIZE.raw_os_error();

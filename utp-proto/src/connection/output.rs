@@ -9,12 +9,11 @@ use super::timer::Timer;
 use super::*;
 
 impl Connection {
-    /// Write the next datagram into `buf` (cleared first), if any is due.
+    /// Append the next datagram to `buf`, if any is due: it is the last `len` bytes.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        buf.clear();
         let t = self.next_datagram(now, buf)?;
         if tracing::enabled!(tracing::Level::TRACE)
-            && let Ok(h) = Header::decode(buf)
+            && let Ok(h) = Header::decode(&buf[buf.len() - t.len..])
         {
             trace!(
                 remote = %self.remote,
@@ -179,10 +178,12 @@ impl Connection {
             sack: None,
             close_reason: self.close_reason.filter(|_| kind == Kind::Fin),
         };
+        let start = buf.len();
         h.encode(&ext, buf);
         if let Some(p) = self.send.get(seq) {
             self.send.copy_payload(p, buf);
         }
+        let len = buf.len() - start;
         self.after_ack_carried();
         // Data and FIN are retransmitted until acknowledged, so they verify us to an acceptor
         // without help.
@@ -191,10 +192,10 @@ impl Connection {
         // Packets cannot be re-split, so one larger than the size the path is known to carry
         // (a lost probe, or one sent before the path shrank) goes out fragmentable.
         let first = self.send.get(seq).is_some_and(|p| p.transmissions == 1);
-        let dont_fragment = first || buf.len() <= self.mtu.current();
+        let dont_fragment = first || len <= self.mtu.current();
         Transmit {
             destination: self.remote,
-            len: buf.len(),
+            len,
             dont_fragment,
         }
     }
@@ -399,13 +400,14 @@ impl Connection {
                 .close_reason
                 .filter(|_| h.packet_type == PacketType::State),
         };
+        let start = buf.len();
         h.encode(&ext, buf);
         if h.packet_type != PacketType::Reset && h.packet_type != PacketType::Syn {
             self.after_ack_carried();
         }
         Transmit {
             destination: self.remote,
-            len: buf.len(),
+            len: buf.len() - start,
             dont_fragment: true,
         }
     }
