@@ -67,9 +67,8 @@ pub(crate) struct Args {
     /// Over IPv6 loopback (`[::1]`) instead of 127.0.0.1 (in-process transfers only).
     #[arg(long)]
     ipv6: bool,
-    /// After each tokio uTP round, print both sockets' counters (driver wake-ups,
-    /// datagrams, GSO sends, receive calls) and each sender's window, RTT and
-    /// retransmissions to stderr.
+    /// After each uTP round, print both sockets' counters (driver wake-ups, datagrams, GSO
+    /// sends, receive calls) and each sender's window, RTT and retransmissions to stderr.
     #[arg(long)]
     stats: bool,
 }
@@ -78,9 +77,13 @@ pub(crate) struct Args {
 enum Runtime {
     /// utp-tokio on a multi-threaded tokio runtime.
     Tokio,
-    /// utp-async-std (async-io + futures-io), each task on its own thread's executor.
+    /// utp-async-std (async-io + futures-io), each task on its own thread under
+    /// `futures_lite::future::block_on`.
     #[value(name = "async-std")]
     AsyncStd,
+    /// utp-async-std, each task on its own thread under `smol::block_on`, which runs
+    /// async-io's reactor while it waits (as async-std's `block_on` does).
+    Smol,
     /// utp-blocking: std threads and blocking `Read`/`Write`.
     Blocking,
 }
@@ -394,7 +397,8 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
     let elapsed = t0.elapsed();
     let cpu = cpu0.elapsed();
     if args.stats {
-        print_stats(&client, &server, &streams_out);
+        let senders: Vec<_> = streams_out.iter().filter_map(|s| s.stats()).collect();
+        print_stats(&client.stats(), &server.stats(), &senders);
     }
     bar.finish_and_clear();
     let _ = ticker.await;
@@ -418,9 +422,12 @@ async fn utp_transfer(args: &Args, bytes: u64) -> io::Result<Measure> {
 }
 
 /// `--stats`: what each socket's driver did and where each sender's window ended.
-fn print_stats(client: &UtpSocket, server: &UtpSocket, senders: &[utp_tokio::UtpStream]) {
-    for (name, socket) in [("client", client), ("server", server)] {
-        let s = socket.stats();
+fn print_stats(
+    client: &utp_io::SocketStats,
+    server: &utp_io::SocketStats,
+    senders: &[utp_tokio::ConnectionStats],
+) {
+    for (name, s) in [("client", client), ("server", server)] {
         eprintln!(
             "{name}: driver wake-ups {}, datagrams sent {} in {} GSO sends, received {} in {} calls, sends that would block {}",
             s.driver_wakeups,
@@ -431,7 +438,7 @@ fn print_stats(client: &UtpSocket, server: &UtpSocket, senders: &[utp_tokio::Utp
             s.send_would_block
         );
     }
-    for s in senders.iter().filter_map(|s| s.stats()) {
+    for s in senders {
         eprintln!(
             "  sender: window {} B, rtt {:?}, packets sent {}, received (acks) {}, retransmits {}, timeouts {}",
             s.cwnd, s.rtt, s.packets_sent, s.packets_received, s.retransmits, s.timeouts
@@ -617,7 +624,8 @@ fn rss_bytes() -> io::Result<u64> {
 
 /// uTP through the async-std or the blocking adapter: one OS thread per stream end, since
 /// neither needs a runtime of its own (the async-std adapter's futures run under
-/// `futures_lite::future::block_on`, as they would under async-std or smol).
+/// `futures_lite::future::block_on` or `smol::block_on`, as they would under async-std or
+/// smol).
 async fn threaded_utp_transfer(args: &Args, bytes: u64, runtime: Runtime) -> io::Result<Measure> {
     let config = socket_config(args);
     let received = Arc::new(AtomicU64::new(0));
@@ -629,36 +637,49 @@ async fn threaded_utp_transfer(args: &Args, bytes: u64, runtime: Runtime) -> io:
     let (cpu0, t0) = (ProcessTime::now(), Instant::now());
     let result = tokio::task::spawn_blocking(move || match runtime {
         Runtime::Blocking => blocking_transfer(local, config, bytes, streams, &counter),
-        _ => async_std_transfer(local, config, bytes, streams, &counter),
+        Runtime::Smol => async_io_transfer(local, config, bytes, streams, &counter, true),
+        _ => async_io_transfer(local, config, bytes, streams, &counter, false),
     })
     .await
     .map_err(io::Error::other)?;
     let (elapsed, cpu) = (t0.elapsed(), cpu0.elapsed());
     bar.finish_and_clear();
     let _ = ticker.await;
-    let (total, retransmits) = result?;
-    if total != bytes {
+    let done = result?;
+    if args.stats {
+        print_stats(&done.client, &done.server, &done.senders);
+    }
+    if done.total != bytes {
         return Err(io::Error::other(format!(
-            "uTP transfer truncated: {total} of {bytes} bytes"
+            "uTP transfer truncated: {} of {bytes} bytes",
+            done.total
         )));
     }
     Ok(Measure {
         bytes,
         elapsed,
         cpu,
-        retransmits: Some(retransmits),
+        retransmits: Some(done.senders.iter().map(|s| s.retransmits).sum()),
         datagrams: None,
     })
 }
 
-/// Returns (bytes received, sender retransmissions).
+/// What a threaded transfer returns: bytes received, each sender's final statistics and
+/// both sockets' counters.
+struct Threaded {
+    total: u64,
+    senders: Vec<utp_tokio::ConnectionStats>,
+    client: utp_io::SocketStats,
+    server: utp_io::SocketStats,
+}
+
 fn blocking_transfer(
     local: &str,
     config: SocketConfig,
     bytes: u64,
     streams: usize,
     counter: &Arc<AtomicU64>,
-) -> io::Result<(u64, u64)> {
+) -> io::Result<Threaded> {
     use std::io::{Read, Write};
     let server = utp_blocking::UtpSocket::bind_with_config(local, config.clone())?;
     let client = Arc::new(utp_blocking::UtpSocket::bind_with_config(local, config)?);
@@ -668,7 +689,7 @@ fn blocking_transfer(
     for i in 0..streams {
         let client = client.clone();
         let mut left = share(bytes, streams, i);
-        senders.push(std::thread::spawn(move || {
+        senders.push(named("utp-sender", move || {
             let mut stream = client.connect(addr)?;
             while left > 0 {
                 let n = left.min(BLOCK.len() as u64) as usize;
@@ -680,7 +701,7 @@ fn blocking_transfer(
         }));
         let (mut stream, _) = server.accept()?;
         let counter = counter.clone();
-        readers.push(std::thread::spawn(move || {
+        readers.push(named("utp-reader", move || {
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
             loop {
@@ -699,39 +720,71 @@ fn blocking_transfer(
             .join()
             .map_err(|_| io::Error::other("reader panicked"))??;
     }
-    let mut retransmits = 0;
+    let mut stats = Vec::new();
     for s in senders {
         let stream = s
             .join()
             .map_err(|_| io::Error::other("sender panicked"))??;
-        retransmits += stream.stats().map_or(0, |s| s.retransmits);
+        stats.extend(stream.stats());
     }
-    Ok((total, retransmits))
+    Ok(Threaded {
+        total,
+        senders: stats,
+        client: client.stats(),
+        server: server.stats(),
+    })
 }
 
-/// Returns (bytes received, sender retransmissions).
-fn async_std_transfer(
+/// Start a thread named `name` (so profiles tell the application's threads from the
+/// drivers' and tokio's).
+fn named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<io::Result<T>> {
+    // Panics where `std::thread::spawn` would: the bench cannot run without its threads.
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("cannot start a bench thread")
+}
+
+/// Run `future` on this thread with `smol::block_on` (which also runs async-io's reactor
+/// while the future waits) or with `futures_lite::future::block_on` (which only parks).
+fn block_on<F: std::future::Future>(smol: bool, future: F) -> F::Output {
+    if smol {
+        smol::block_on(future)
+    } else {
+        futures_lite::future::block_on(future)
+    }
+}
+
+/// The async-std adapter with every stream end on its own thread, each under
+/// [`block_on`].
+fn async_io_transfer(
     local: &str,
     config: SocketConfig,
     bytes: u64,
     streams: usize,
     counter: &Arc<AtomicU64>,
-) -> io::Result<(u64, u64)> {
-    use futures_lite::future::block_on;
+    smol: bool,
+) -> io::Result<Threaded> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let server = block_on(utp_async_std::UtpSocket::bind_with_config(
-        local,
-        config.clone(),
-    ))?;
-    let client = block_on(utp_async_std::UtpSocket::bind_with_config(local, config))?;
+    let server = block_on(
+        smol,
+        utp_async_std::UtpSocket::bind_with_config(local, config.clone()),
+    )?;
+    let client = block_on(
+        smol,
+        utp_async_std::UtpSocket::bind_with_config(local, config),
+    )?;
     let addr = server.local_addr()?;
     let mut readers = Vec::new();
     let mut senders = Vec::new();
     for i in 0..streams {
         let client = client.clone();
         let mut left = share(bytes, streams, i);
-        senders.push(std::thread::spawn(move || {
-            block_on(async move {
+        senders.push(named("utp-sender", move || {
+            block_on(smol, async move {
                 let mut stream = client.connect(addr).await?;
                 while left > 0 {
                     let n = left.min(BLOCK.len() as u64) as usize;
@@ -742,10 +795,10 @@ fn async_std_transfer(
                 Ok::<_, io::Error>(stream)
             })
         }));
-        let (mut stream, _) = block_on(server.accept())?;
+        let (mut stream, _) = block_on(smol, server.accept())?;
         let counter = counter.clone();
-        readers.push(std::thread::spawn(move || {
-            block_on(async move {
+        readers.push(named("utp-reader", move || {
+            block_on(smol, async move {
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut total = 0u64;
                 loop {
@@ -765,14 +818,19 @@ fn async_std_transfer(
             .join()
             .map_err(|_| io::Error::other("reader panicked"))??;
     }
-    let mut retransmits = 0;
+    let mut stats = Vec::new();
     for s in senders {
         let stream = s
             .join()
             .map_err(|_| io::Error::other("sender panicked"))??;
-        retransmits += stream.stats().map_or(0, |s| s.retransmits);
+        stats.extend(stream.stats());
     }
-    Ok((total, retransmits))
+    Ok(Threaded {
+        total,
+        senders: stats,
+        client: client.stats(),
+        server: server.stats(),
+    })
 }
 
 /// `--netcat`: the path users take, two processes and files. Each round runs every `--bin`
