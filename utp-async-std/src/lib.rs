@@ -39,12 +39,15 @@
 //! # The driver
 //!
 //! Every socket's driver is a task on one thread per process (named `utp-driver`, started
-//! with the first socket), which runs them under `async_io::block_on`. It sleeps in
-//! async-io's reactor until a datagram, a protocol deadline or an application call needs
-//! it, so idle sockets cost no CPU; a socket's driver ends once the socket and every stream
-//! on it are gone and their connections are closed, and the thread then waits for the next
-//! socket. This keeps the crate independent of any executor's internals: the same code works
-//! under `async_std::task::block_on`, `smol::block_on` and executors that have no global
+//! with the first socket). On Unix that thread waits for all of the process's uTP sockets
+//! in one `poll(2)` of its own ([`utp_io::poll_thread`]), not in async-io's reactor, so
+//! socket events and timers reach it directly and the application's threads only through
+//! wakers; elsewhere it runs the drivers under `async_io::block_on`. It sleeps until a
+//! datagram, a protocol deadline or an application call needs it, so idle sockets cost no
+//! CPU; a socket's driver ends once the socket and every stream on it are gone and their
+//! connections are closed, and the thread then waits for the next socket. This keeps the
+//! crate independent of any executor's internals: the same code works under
+//! `async_std::task::block_on`, `smol::block_on` and executors that have no global
 //! spawner. One thread rather than one per socket: two sockets of the process talk to each
 //! other without handing every datagram between threads.
 //!
@@ -113,6 +116,8 @@
 //! [`async-io`]: https://docs.rs/async-io
 //! [`futures-io`]: https://docs.rs/futures-io
 
+#[cfg(not(unix))]
+mod reactor;
 mod runtime;
 mod socket;
 mod stream;

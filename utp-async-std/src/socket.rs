@@ -2,15 +2,12 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
-use std::sync::Arc;
 
-use async_io::Async;
 use async_net::AsyncToSocketAddrs;
 use utp_io::{Socket, SocketConfig};
 use utp_proto::ConnectionConfig;
 
 use crate::UtpStream;
-use crate::runtime::{AsyncIoRuntime, IoUdp};
 
 /// A uTP socket: one UDP socket, one protocol endpoint for all its connections, and one
 /// driver (a task on the process's uTP driver thread, see the [crate docs](crate#the-driver)).
@@ -72,7 +69,7 @@ impl UtpSocket {
     }
 
     /// Use a UDP socket the caller bound already. It is made non-blocking and its buffers are
-    /// sized per `config`. Needs no runtime: async-io's reactor starts on first use.
+    /// sized per `config`. Needs no runtime: the driver thread starts with the first socket.
     pub fn from_std(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
         utp_io::configure_socket((&socket).into(), &config)?;
         Self::adopt(socket, config)
@@ -80,8 +77,7 @@ impl UtpSocket {
 
     /// [`from_std`](Self::from_std) for a socket whose buffers are sized already.
     fn adopt(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
-        let udp = IoUdp::new(Async::new(socket)?)?;
-        let inner = Socket::new(Arc::new(AsyncIoRuntime), Arc::new(udp), config)?;
+        let inner = crate::runtime::open(socket, config)?;
         Ok(Self { inner })
     }
 

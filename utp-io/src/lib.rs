@@ -24,8 +24,9 @@
 //! With the `serde` feature, [`SocketStats`], [`ConnectionInfo`] and the protocol's stats
 //! implement `Serialize`.
 //!
-//! tokio, async-io and threads stay out of this crate: it needs only `std`'s `Future`,
-//! `Waker` and `Instant`.
+//! tokio and async-io stay out of this crate: the driver needs only `std`'s `Future`,
+//! `Waker` and `Instant`. For adapters whose ecosystem lends no reactor, [`poll_thread`]
+//! (Unix) runs drivers on a thread of their own that waits for their sockets in `poll(2)`.
 //!
 //! # Example
 //!
@@ -131,6 +132,8 @@ mod config;
 mod driver;
 mod error;
 mod glue;
+#[cfg(unix)]
+pub mod poll_thread;
 mod runtime;
 #[cfg(feature = "serde")]
 mod serde_impl;
