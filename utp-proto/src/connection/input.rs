@@ -123,6 +123,10 @@ impl Connection {
             return;
         }
         let was_syn_sent = self.state == State::SynSent;
+        self.refresh_ack_floor(now);
+        // An ack_nr that was valid when a delayed data packet left: its payload is taken,
+        // its acknowledgement (old news) and window are not.
+        let mut stale_ack = false;
         // Validate the acknowledgement before trusting anything else in the packet.
         match self.state {
             State::SynSent => {
@@ -140,9 +144,20 @@ impl Connection {
                 debug!(remote = %self.remote, "connected");
             }
             _ if !self.ack_is_valid(h.ack_nr) => {
-                self.stats.invalid_acks += 1;
-                trace!(ack = %h.ack_nr, "ignoring packet with an ack outside the window");
-                return;
+                // libutp and libtorrent drop such a packet whole (UI:1794-1806, LS:2603-2613);
+                // a data packet delayed past a few of our ACKs then never counts, and
+                // libtorrent, which gives up on a packet after 3 transmissions, went silent
+                // on us when its third was the delayed one (interop, lossy relay).
+                if self.state == State::SynReceived
+                    || !matches!(h.packet_type, PacketType::Data | PacketType::Fin)
+                    || !self.ack_was_valid(h.ack_nr)
+                {
+                    self.stats.invalid_acks += 1;
+                    trace!(ack = %h.ack_nr, "ignoring packet with an ack outside the window");
+                    return;
+                }
+                trace!(ack = %h.ack_nr, "delayed packet: payload taken, stale ack ignored");
+                stale_ack = true;
             }
             State::SynReceived => {
                 self.state = State::Connected;
@@ -164,15 +179,19 @@ impl Connection {
             self.timers.set(Timer::Idle, now + idle);
         }
         self.update_reply_micro(now, h.timestamp);
-        self.peer_wnd = h.wnd_size as usize;
-        self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
+        if !stale_ack {
+            self.peer_wnd = h.wnd_size as usize;
+            self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
+        }
         if let Some(reason) = packet.close_reason() {
             if self.stats.peer_close_reason != Some(reason) {
                 debug!(remote = %self.remote, reason, "peer's close reason");
             }
             self.stats.peer_close_reason = Some(reason);
         }
-        self.process_ack(now, packet);
+        if !stale_ack {
+            self.process_ack(now, packet);
+        }
 
         match h.packet_type {
             PacketType::Data => {
@@ -253,6 +272,26 @@ impl Connection {
     /// the oldest outstanding one (libutp's `ACK_NR_ALLOWED_WINDOW`).
     pub(super) fn ack_is_valid(&self, ack_nr: SeqNr) -> bool {
         self.ack_names_ours(ack_nr, self.send.next_seq().prev())
+    }
+
+    /// `ack_nr` is below the window but was valid within the last one to two RTOs: it lies
+    /// between a few packets below the oldest outstanding one as it was then (at most
+    /// [`MAX_STALE_ACK`] packets back) and the newest sent.
+    fn ack_was_valid(&self, ack_nr: SeqNr) -> bool {
+        let first = self.send.first_seq();
+        let span = self.ack_floor[0].distance_to(first).min(MAX_STALE_ACK);
+        let lo = first.sub(span + ACK_SLACK + 1);
+        lo.distance_to(ack_nr) <= lo.distance_to(self.send.next_seq().prev())
+    }
+
+    /// Move the floor for [`ack_was_valid`](Self::ack_was_valid) on, once an RTO.
+    fn refresh_ack_floor(&mut self, now: Instant) {
+        let ms = self.timers.millis(now);
+        if ms.wrapping_sub(self.ack_floor_until) as i32 >= 0 {
+            self.ack_floor = [self.ack_floor[1], self.send.first_seq()];
+            let rto = self.rtt.rto().as_millis().min(1 << 30) as u32;
+            self.ack_floor_until = ms.wrapping_add(rto);
+        }
     }
 
     /// `ack_nr` lies between a few packets below the oldest outstanding one and `hi`.

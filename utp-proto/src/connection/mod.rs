@@ -147,13 +147,23 @@ pub(crate) struct Connection {
     events: EventQueue,
     stats: Counters,
     last_sent: Instant,
-    /// When the last data packet left (new or resent), for the restart after idle.
-    last_data_sent: Instant,
+    /// When the last data packet left (new or resent), for the restart after idle
+    /// ([`TimerTable::millis`]).
+    last_data_sent: u32,
+    /// The oldest unacked packet as it was one and two refresh periods (an RTO each) ago,
+    /// and when the next refresh is due ([`TimerTable::millis`]): an `ack_nr` down to the
+    /// older one was valid when the peer sent it, so a data packet delayed that long still
+    /// delivers its payload.
+    ack_floor: [SeqNr; 2],
+    ack_floor_until: u32,
 }
 
 /// How many sequence numbers below the oldest unacked packet an ACK may name and still be
 /// believed (libutp's `ACK_NR_ALLOWED_WINDOW`, UI:66-69).
 const ACK_SLACK: u16 = 3;
+/// How far below the oldest unacked packet a delayed data packet's `ack_nr` may be (when it
+/// was valid within the last RTOs) for its payload to be taken.
+const MAX_STALE_ACK: u16 = 8192;
 /// Fast retransmissions started by one incoming ACK (libutp resends up to 4, UI:1605-1606).
 const MAX_FAST_RESENDS_PER_ACK: usize = 4;
 /// SACKed packets above a hole before it is declared lost (libutp, BEP 29 §packet loss).
@@ -309,7 +319,9 @@ impl Connection {
             events: EventQueue::new(),
             stats: Counters::default(),
             last_sent: now,
-            last_data_sent: now,
+            last_data_sent: 0,
+            ack_floor: [isn; 2],
+            ack_floor_until: 0,
             config,
         }
     }

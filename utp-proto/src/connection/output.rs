@@ -153,7 +153,7 @@ impl Connection {
             self.stats.fast_retransmits += 1;
         }
         self.stats.retransmits += 1;
-        self.last_data_sent = now;
+        self.last_data_sent = self.timers.millis(now);
         self.send.on_retransmit(seq, now);
         if self.timers.get(Timer::Retransmit).is_none() {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
@@ -294,7 +294,7 @@ impl Connection {
             pacer.on_sent(size);
         }
         let seq = self.send.push(Kind::Data, size, now);
-        self.last_data_sent = now;
+        self.last_data_sent = self.timers.millis(now);
         if size < mss {
             self.nagle_seq = Some(seq);
         }
@@ -314,12 +314,13 @@ impl Connection {
     /// restarts (RFC 5681 §4.1; libutp decays an idle window on its timer, UI:1206-1228).
     fn restart_after_idle(&mut self, now: Instant) {
         if self.stats.data_packets_sent > 0
-            && now.saturating_duration_since(self.last_data_sent) >= self.rtt.base_rto()
+            && u128::from(self.timers.millis(now).wrapping_sub(self.last_data_sent))
+                >= self.rtt.base_rto().as_millis()
         {
             self.cc
                 .on_congestion_event(now, CongestionEvent::IdleRestart);
             // Once per pause, not once per packet of the next burst.
-            self.last_data_sent = now;
+            self.last_data_sent = self.timers.millis(now);
         }
     }
 

@@ -66,6 +66,12 @@ impl TimerTable {
         self.at[timer as usize] = u64::try_from(nanos).unwrap_or(NONE - 1).min(NONE - 1);
     }
 
+    /// `now` as milliseconds since the table's base, wrapping every 49.7 days: compare
+    /// two of them with wrapping arithmetic.
+    pub(crate) fn millis(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.base).as_millis() as u32
+    }
+
     pub(crate) fn stop(&mut self, timer: Timer) {
         self.at[timer as usize] = NONE;
     }
