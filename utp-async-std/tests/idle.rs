@@ -1,5 +1,5 @@
 //! An idle socket with 100 open connections uses no measurable CPU: the driver thread
-//! waits in async-io's reactor until the next keep-alive. In its own test binary so the
+//! sleeps in `poll(2)` until the next keep-alive. In its own test binary so the
 //! process's CPU time is this test's alone.
 
 #[test]

@@ -1,6 +1,6 @@
-//! The driver thread: `utp_io`'s driver future, polled by a loop that sleeps until the
-//! socket is readable or the driver's next deadline (str0m's blocking loop): in `poll(2)`
-//! on Unix, in a blocking `recv_from` with that read timeout elsewhere.
+//! The driver thread where `utp_io::poll_thread` is not available (not Unix): `utp_io`'s
+//! driver future, polled by a loop that sleeps in a blocking `recv_from` with the driver's
+//! next deadline as its read timeout (str0m's blocking loop). One datagram per call.
 //!
 //! The pieces are `utp_io`'s runtime traits, implemented for a thread:
 //!
@@ -12,18 +12,13 @@
 //! - [`ThreadTimer`] records its deadline when polled and not yet due; that deadline, if
 //!   any, becomes the timeout of the next sleep. With none, the thread sleeps until a
 //!   datagram or a wake-up arrives: an idle socket uses no CPU.
-//! - [`ThreadUdp`] is a non-blocking std socket for the driver's receive batches and sends;
-//!   without `poll(2)`, the one datagram a sleep receives is kept for the next poll. A send
-//!   that would block is retried blocking (the thread has nothing else to do until the
-//!   kernel takes it), so nothing is dropped. On Linux it also reads the socket's error
-//!   queue (ICMP errors) after a receive or send failed with the pending error an ICMP
-//!   error sets, or a sleep ended with `POLLERR`; a sleep ends at once on that error, so
-//!   the driver hears of it in a round trip.
+//! - [`ThreadUdp`] is a non-blocking std socket for the driver's receives and sends; the
+//!   one datagram a sleep receives is kept for the next poll. A send that would block is
+//!   retried blocking (the thread has nothing else to do until the kernel takes it), so
+//!   nothing is dropped.
 
 use std::future::Future;
 use std::io;
-#[cfg(target_os = "linux")]
-use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,16 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-#[cfg(not(unix))]
-use tracing::trace;
-use tracing::warn;
-#[cfg(target_os = "linux")]
-use utp_io::RecvMeta;
-#[cfg(target_os = "linux")]
-use utp_io::batch::ErrorQueue;
+use tracing::{trace, warn};
 use utp_io::{AsyncTimer, AsyncUdpSocket, Runtime};
-#[cfg(target_os = "linux")]
-use utp_proto::IcmpError;
 
 /// The runtime of one socket: its driver thread, its timer and its waker.
 #[derive(Debug)]
@@ -65,10 +52,6 @@ impl ThreadRuntime {
             wake_to,
         });
         let udp = Arc::new(ThreadUdp {
-            #[cfg(target_os = "linux")]
-            errors: ErrorQueue::new(&socket)?,
-            #[cfg(target_os = "linux")]
-            batch: utp_io::batch::UdpBatch::new(&socket)?,
             socket,
             wake_from,
             stash: Mutex::new(Stash {
@@ -199,14 +182,6 @@ pub(crate) struct ThreadUdp {
     /// The sender of wake-up datagrams, which are dropped on arrival.
     wake_from: SocketAddr,
     stash: Mutex<Stash>,
-    /// Whether the error queue may hold ICMP errors.
-    #[cfg(target_os = "linux")]
-    errors: ErrorQueue,
-    /// GSO sends and GRO + `recvmmsg` receives (IPv4 on Linux). With it, a sleep only peeks
-    /// at what woke it: a plain `recv_from` would take coalesced datagrams without their
-    /// stride.
-    #[cfg(target_os = "linux")]
-    batch: Option<utp_io::batch::UdpBatch>,
 }
 
 #[derive(Debug)]
@@ -222,86 +197,22 @@ impl ThreadUdp {
         self.stash.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    #[cfg(not(unix))]
-    fn is_batched(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        return self.batch.is_some();
-        #[cfg(not(target_os = "linux"))]
-        false
-    }
-
     fn is_wake_up(&self, from: SocketAddr) -> bool {
         from.port() == self.wake_from.port()
             && from.ip().to_canonical() == self.wake_from.ip().to_canonical()
     }
 
-    /// Wait for at most `timeout` (`None`: until something arrives) for a datagram, a
-    /// wake-up or an error. On Unix one `poll(2)` that leaves what arrived in the socket for
-    /// the next receive; elsewhere a blocking `recv_from`, whose datagram is kept for it.
+    /// Block in `recv_from` for at most `timeout` (`None`: until something arrives: a
+    /// datagram, a wake-up or an error) and keep what arrives for the next poll.
     fn sleep(&self, timeout: Option<Duration>) {
-        #[cfg(unix)]
-        self.poll_sleep(timeout);
-        #[cfg(not(unix))]
-        self.recv_sleep(timeout);
-    }
-
-    /// [`sleep`](Self::sleep) in `poll(2)`: one system call, where switching the socket to
-    /// blocking, setting its read timeout, peeking and switching back took four per sleep
-    /// (`utp bench --runtime blocking`, 64 MiB: 9.3k sleeps per socket, #17). Wake-up
-    /// datagrams stay queued; the receives drop them.
-    #[cfg(unix)]
-    fn poll_sleep(&self, timeout: Option<Duration>) {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-
-        let timeout = timeout.map(|t| Timespec {
-            tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
-            tv_nsec: t.subsec_nanos().into(),
-        });
-        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
-        match poll(&mut fds, timeout.as_ref()) {
-            Ok(_) => {
-                #[cfg(target_os = "linux")]
-                if fds[0].revents().contains(PollFlags::ERR) {
-                    // An ICMP error (the error queue): the driver must read it, or every
-                    // later sleep would end at once.
-                    self.errors.hint();
-                }
-            }
-            // A signal: the driver polls and sleeps again.
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => {
-                // Nothing is lost: the driver polls the socket, and its receive reports a
-                // broken socket.
-                warn!(error = %e, "cannot wait for the uTP socket");
-            }
-        }
-    }
-
-    /// Block in `recv_from` for at most `timeout` (`None`: until something arrives) and keep
-    /// what arrives for the next poll.
-    #[cfg(not(unix))]
-    fn recv_sleep(&self, timeout: Option<Duration>) {
         let mut stash = self.stash();
         let stash = &mut *stash;
-        let batched = self.is_batched();
         let received = self.blocking(|socket| {
             socket.set_read_timeout(timeout)?;
-            if batched {
-                socket.peek_from(&mut stash.buf)
-            } else {
-                socket.recv_from(&mut stash.buf)
-            }
+            socket.recv_from(&mut stash.buf)
         });
         match received {
-            Ok((_, from)) if self.is_wake_up(from) => {
-                if batched {
-                    // The wake-up is first in the queue: take it out.
-                    let _ = self.socket.recv_from(&mut stash.buf);
-                }
-                trace!("woken");
-            }
-            // Peeked: the next batch receives it.
-            Ok(_) if batched => {}
+            Ok((_, from)) if self.is_wake_up(from) => trace!("woken"),
             // The read timeout: the deadline is due.
             Err(e)
                 if matches!(
@@ -316,8 +227,8 @@ impl ThreadUdp {
     fn blocking<T>(&self, op: impl FnOnce(&UdpSocket) -> io::Result<T>) -> io::Result<T> {
         self.socket.set_nonblocking(false)?;
         let result = op(&self.socket);
-        // Failing to switch back would leave the driver's batches blocking; a socket that
-        // refuses `fcntl` is broken anyway, and the next receive reports it.
+        // Failing to switch back would leave the driver's receives blocking; a socket that
+        // refuses it is broken anyway, and the next receive reports it.
         let _ = self.socket.set_nonblocking(true);
         result
     }
@@ -329,12 +240,7 @@ impl AsyncUdpSocket for ThreadUdp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        let received = self.recv_from(cx, buf);
-        #[cfg(target_os = "linux")]
-        if let Poll::Ready(result) = &received {
-            self.errors.note(result);
-        }
-        received
+        self.recv_from(cx, buf)
     }
 
     fn poll_send_to(
@@ -343,15 +249,12 @@ impl AsyncUdpSocket for ThreadUdp {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        let sent = match self.socket.send_to(buf, target) {
+        Poll::Ready(match self.socket.send_to(buf, target) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.blocking(|socket| socket.send_to(buf, target))
             }
             result => result,
-        };
-        #[cfg(target_os = "linux")]
-        self.errors.note(&sent);
-        Poll::Ready(sent)
+        })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -360,99 +263,6 @@ impl AsyncUdpSocket for ThreadUdp {
 
     fn set_dont_fragment(&self, on: bool) -> io::Result<()> {
         utp_io::set_dont_fragment(SockRef::from(&self.socket), on)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn recv_batch_size(&self) -> usize {
-        if self.batch.is_some() {
-            utp_io::batch::RECV_BATCH
-        } else {
-            1
-        }
-    }
-
-    /// Drops wake-up datagrams from the batch (moving the last buffer into their place).
-    #[cfg(target_os = "linux")]
-    fn poll_recv_batch(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        let Some(batch) = &self.batch else {
-            return utp_io::poll_recv_one(self, cx, bufs, meta);
-        };
-        if let Some(Err(e)) = self.stash().received.take() {
-            // An error a sleep's peek reported (the pending error of an ICMP report).
-            self.errors.note::<()>(&Err(io::Error::from(e.kind())));
-            return Poll::Ready(Err(e));
-        }
-        loop {
-            let result = batch.try_recv(&self.socket, bufs, meta);
-            self.errors.note(&result);
-            let mut n = match result {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(n) => n,
-            };
-            let mut i = 0;
-            while i < n {
-                if self.is_wake_up(meta[i].from) {
-                    n -= 1;
-                    if i < n {
-                        let len = meta[n].len;
-                        let (head, tail) = bufs.split_at_mut(n);
-                        head[i][..len].copy_from_slice(&tail[0][..len]);
-                        meta[i] = meta[n];
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            if n > 0 {
-                return Poll::Ready(Ok(n));
-            }
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn max_send_segments(&self) -> usize {
-        self.batch.as_ref().map_or(1, |b| b.max_segments())
-    }
-
-    /// A send that would block is retried blocking, as in `poll_send_to`.
-    #[cfg(target_os = "linux")]
-    fn poll_send_segments(
-        &self,
-        _: &mut Context<'_>,
-        buf: &[u8],
-        segment: usize,
-        target: SocketAddr,
-    ) -> Poll<io::Result<()>> {
-        let Some(batch) = &self.batch else {
-            return Poll::Ready(Err(io::ErrorKind::Unsupported.into()));
-        };
-        let sent = match batch.try_send(&self.socket, target, buf, segment) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.blocking(|socket| batch.try_send(socket, target, buf, segment))
-            }
-            result => result,
-        };
-        self.errors.note(&sent);
-        Poll::Ready(sent)
-    }
-
-    /// Reads the error queue only after a hint from a receive or send ([`ErrorQueue`]).
-    #[cfg(target_os = "linux")]
-    fn poll_recv_icmp(
-        &self,
-        _: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr, IcmpError)>> {
-        match self.errors.try_recv(&self.socket, buf) {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
-        }
     }
 }
 

@@ -40,12 +40,14 @@
 //! # The driver thread
 //!
 //! Each socket has one thread (named `utp-drv-<port>`) that runs `utp-io`'s driver. Between
-//! runs it sleeps until the socket is readable or the protocol's next deadline (`poll(2)`
-//! on Unix, a blocking `recv_from` with a read timeout elsewhere), so it never busy-waits: an idle connection costs one wake-up per keep-alive.
-//! Application calls that give the driver work (a write, a read that opens the receive
-//! window, a close) wake it with an empty datagram from a private loopback socket, which
-//! the driver recognises by its sender and drops. The thread ends once the socket and every
-//! stream on it are gone and their connections are closed.
+//! runs it sleeps until the socket is readable or the protocol's next deadline, so it never
+//! busy-waits: an idle connection costs one wake-up per keep-alive. On Unix the thread is a
+//! [`utp_io::poll_thread::PollThread`]: it sleeps in `poll(2)`, and application calls that
+//! give the driver work (a write, a read that opens the receive window, a close) end the
+//! sleep with one byte on a private socket pair, only if it sleeps. Elsewhere it sleeps in a
+//! blocking `recv_from` with a read timeout, and is woken by an empty datagram from a
+//! private loopback socket, which the driver recognises by its sender and drops. The thread
+//! ends once the socket and every stream on it are gone and their connections are closed.
 //!
 //! Streams block the calling thread on a waker that unparks it, so any number of threads
 //! can each drive their own streams.
@@ -108,6 +110,7 @@
 //!
 //! [BEP 29]: https://www.bittorrent.org/beps/bep_0029.html
 
+#[cfg(not(unix))]
 mod driver;
 mod socket;
 mod stream;

@@ -10,7 +10,6 @@ use utp_io::{ShutdownReport, Socket, SocketConfig};
 use utp_proto::ConnectionConfig;
 
 use crate::UtpStream;
-use crate::driver::ThreadRuntime;
 use crate::stream::{timed_out, zero_timeout};
 use crate::wait::{check_timeout, wait};
 
@@ -79,8 +78,16 @@ impl UtpSocket {
 
     /// [`from_std`](Self::from_std) for a socket whose buffers are sized already.
     fn adopt(socket: std::net::UdpSocket, config: SocketConfig) -> io::Result<Self> {
-        let (runtime, udp) = ThreadRuntime::new(socket)?;
-        let inner = Socket::new(runtime, udp, config)?;
+        #[cfg(unix)]
+        let inner = {
+            let name = format!("utp-drv-{}", socket.local_addr()?.port());
+            utp_io::poll_thread::PollThread::open_dedicated(&name, socket, config)?
+        };
+        #[cfg(not(unix))]
+        let inner = {
+            let (runtime, udp) = crate::driver::ThreadRuntime::new(socket)?;
+            Socket::new(runtime, udp, config)?
+        };
         Ok(Self { inner })
     }
 

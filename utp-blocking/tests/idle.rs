@@ -1,5 +1,5 @@
 //! An idle socket with 100 open connections uses no measurable CPU: the driver thread
-//! sleeps in `recv_from` until the next keep-alive. In its own test binary so the process's
+//! sleeps in `poll(2)` until the next keep-alive. In its own test binary so the process's
 //! CPU time is this test's alone.
 
 #[test]

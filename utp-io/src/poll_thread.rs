@@ -5,11 +5,12 @@
 //! The async-io adapter runs every socket of the process on one such thread
 //! ([`PollThread::start`]); the application's tasks reach it only through wakers, so an
 //! application thread that runs async-io's reactor itself (`smol::block_on`) never has to
-//! hand socket events over. The pieces:
+//! hand socket events over. The blocking adapter gives each socket a thread of its own
+//! ([`PollThread::open_dedicated`]). The pieces:
 //!
 //! - Each socket is a task with its own waker: waking it queues the task and, only if the
 //!   thread sleeps, writes one byte to the thread's notification socket (a Dekker-style
-//!   hand-shake on a `sleeping` flag, as in the blocking adapter's old per-socket loop).
+//!   hand-shake on a `sleeping` flag).
 //! - The driver's timer records its deadline on the task when polled and not yet due; the
 //!   earliest deadline of all tasks bounds the sleep. An idle socket costs no CPU.
 //! - The socket ([`AsyncUdpSocket`]) is non-blocking. A receive that finds nothing returns
@@ -55,8 +56,24 @@ pub struct PollThread {
 }
 
 impl PollThread {
-    /// Start a thread named `name`.
+    /// Start a thread named `name` that lives as long as the process, for any number of
+    /// sockets ([`open`](Self::open)).
     pub fn start(name: &str) -> io::Result<Self> {
+        Self::spawn(name, false)
+    }
+
+    /// Run `socket`'s driver on a thread of its own, named `name`, that ends once the
+    /// driver has (the socket and every stream on it are gone and their connections
+    /// closed). As [`open`](Self::open) otherwise.
+    pub fn open_dedicated(
+        name: &str,
+        socket: UdpSocket,
+        config: SocketConfig,
+    ) -> io::Result<Socket> {
+        Self::spawn(name, true)?.open(socket, config)
+    }
+
+    fn spawn(name: &str, dedicated: bool) -> io::Result<Self> {
         let (notify, notified) = UnixDatagram::pair()?;
         notify.set_nonblocking(true)?;
         notified.set_nonblocking(true)?;
@@ -68,7 +85,7 @@ impl PollThread {
         let thread = inner.clone();
         thread::Builder::new()
             .name(name.into())
-            .spawn(move || run(&thread, &notified))?;
+            .spawn(move || run(&thread, &notified, dedicated))?;
         Ok(Self { inner })
     }
 
@@ -112,6 +129,9 @@ struct Queue {
     /// Drivers to adopt.
     spawned: Vec<(Arc<Task>, BoxFuture)>,
     next_key: usize,
+    /// The thread ended (a dedicated thread whose driver finished): nothing is queued any
+    /// more, which would keep the tasks (and through them this queue) alive in a cycle.
+    exited: bool,
 }
 
 impl std::fmt::Debug for Queue {
@@ -133,7 +153,13 @@ impl Inner {
 
     /// Queue `task` to run; end the thread's sleep if it sleeps.
     fn schedule(&self, task: Arc<Task>) {
-        self.lock().woken.push(task);
+        {
+            let mut queue = self.lock();
+            if queue.exited {
+                return;
+            }
+            queue.woken.push(task);
+        }
         self.wake_thread();
     }
 
@@ -202,15 +228,18 @@ struct Running {
 }
 
 /// The thread's loop: adopt new drivers, run the woken ones, fire due timers, then poll
-/// every socket, sleeping only when nothing is runnable.
-fn run(inner: &Inner, notified: &UnixDatagram) {
+/// every socket, sleeping only when nothing is runnable. A `dedicated` thread returns once
+/// its drivers are done.
+fn run(inner: &Inner, notified: &UnixDatagram, dedicated: bool) {
     let mut tasks: BTreeMap<usize, Running> = BTreeMap::new();
     let mut runnable: Vec<Arc<Task>> = Vec::new();
     let mut scratch = [0u8; 64];
+    let mut adopted = false;
     loop {
         {
             let mut queue = inner.lock();
             for (task, future) in queue.spawned.drain(..) {
+                adopted = true;
                 // A new driver runs once at once: that registers its deadline and drains
                 // what arrived before it was adopted.
                 task.notified.store(true, Ordering::Release);
@@ -237,6 +266,15 @@ fn run(inner: &Inner, notified: &UnixDatagram) {
             if running.future.as_mut().poll(&mut cx).is_ready() {
                 trace!(key = task.key, "uTP driver done");
                 tasks.remove(&task.key);
+            }
+        }
+
+        if dedicated && adopted && tasks.is_empty() {
+            let mut queue = inner.lock();
+            if queue.spawned.is_empty() {
+                queue.exited = true;
+                queue.woken.clear();
+                return;
             }
         }
 
