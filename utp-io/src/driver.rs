@@ -154,7 +154,10 @@ impl Driver {
                 Poll::Ready(Ok(n)) => {
                     self.io.recv_calls += 1;
                     self.held = n;
-                    self.received += datagrams(&self.recv_meta[..n], &self.recv_bufs).count();
+                    self.received += self.recv_meta[..n]
+                        .iter()
+                        .map(datagram_count)
+                        .sum::<usize>();
                 }
                 Poll::Ready(Err(e)) if is_transient(&e) => {
                     // ICMP errors reported on the socket and the like: nothing to do with
@@ -204,10 +207,15 @@ impl Driver {
 
     /// Copy the datagrams still in the receive buffers into the batch, freeing the buffers.
     fn spill(&mut self) {
-        for (from, datagram) in datagrams(&self.recv_meta[..self.held], &self.recv_bufs) {
-            self.batch.extend_from_slice(datagram);
-            self.batch_meta.push((from, datagram.len()));
-        }
+        let (batch, batch_meta) = (&mut self.batch, &mut self.batch_meta);
+        for_each_datagram(
+            &self.recv_meta[..self.held],
+            &self.recv_bufs,
+            |from, datagram| {
+                batch.extend_from_slice(datagram);
+                batch_meta.push((from, datagram.len()));
+            },
+        );
         self.held = 0;
     }
 
@@ -325,18 +333,18 @@ impl Driver {
 
     /// Under the lock: feed the received datagrams to the endpoint, in arrival order.
     fn handle_batch(&mut self, state: &mut State, now: Instant) {
-        let mut offset = 0;
-        let copied = self.batch_meta.iter().map(|&(from, len)| {
-            offset += len;
-            (from, &self.batch[offset - len..offset])
-        });
-        let held = datagrams(&self.recv_meta[..self.held], &self.recv_bufs);
-        for (from, datagram) in copied.chain(held) {
+        let mut deliver = |from: SocketAddr, datagram: &[u8]| {
             if !state.endpoint.handle_datagram(now, from, datagram) {
                 trace!(%from, len = datagram.len(), "non-uTP datagram");
                 state.push_raw(from, datagram);
             }
+        };
+        let mut offset = 0;
+        for &(from, len) in &self.batch_meta {
+            deliver(from, &self.batch[offset..offset + len]);
+            offset += len;
         }
+        for_each_datagram(&self.recv_meta[..self.held], &self.recv_bufs, deliver);
         self.held = 0;
         self.io.received += self.received as u64;
         self.received = 0;
@@ -544,21 +552,28 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// `EMSGSIZE`: the datagram exceeds the path MTU (with don't-fragment set) or UDP's limit.
-/// The datagrams of one receive call: each buffer holds one, or with GRO several of one
-/// sender at a stride.
-fn datagrams<'a>(
-    meta: &'a [RecvMeta],
-    bufs: &'a [Vec<u8>],
-) -> impl Iterator<Item = (SocketAddr, &'a [u8])> + 'a {
-    meta.iter().zip(bufs).flat_map(|(m, buf)| {
+/// Call `f` with each datagram of one receive call, in order: each buffer holds one, or
+/// with GRO several of one sender at a stride (an empty datagram counts too).
+fn for_each_datagram(meta: &[RecvMeta], bufs: &[Vec<u8>], mut f: impl FnMut(SocketAddr, &[u8])) {
+    for (m, buf) in meta.iter().zip(bufs) {
         let data = &buf[..m.len];
-        let stride = if m.stride == 0 { m.len } else { m.stride };
-        // An empty datagram is a datagram too (chunks yields nothing for it).
-        let empty = (m.len == 0).then_some(data);
-        data.chunks(stride.max(1))
-            .chain(empty)
-            .map(move |d| (m.from, d))
-    })
+        if m.stride == 0 || m.stride >= m.len {
+            f(m.from, data);
+        } else {
+            for datagram in data.chunks(m.stride) {
+                f(m.from, datagram);
+            }
+        }
+    }
+}
+
+/// How many datagrams [`for_each_datagram`] finds in one buffer.
+fn datagram_count(m: &RecvMeta) -> usize {
+    if m.stride == 0 || m.stride >= m.len {
+        1
+    } else {
+        m.len.div_ceil(m.stride)
+    }
 }
 
 fn is_too_big(e: &io::Error) -> bool {
