@@ -192,8 +192,9 @@ pub(crate) fn run(name: &str, body: impl Future<Output = Res>) {
 /// a packet of its own has been sent three times unacknowledged (`utp_num_resends`).
 /// Until 359f05b that came in 4 of 20 attempts of `libtorrent_seeds_we_download_lossy`: we
 /// dropped a delayed data packet whose ack_nr had fallen a few packets below our window,
-/// and libtorrent's third transmission was such a packet. Since then 0 of 24, but three
-/// losses of one packet in a row (5 % each way) can still end a run this way. Our side then
+/// and libtorrent's third transmission was such a packet (the relay never drops one packet
+/// more than twice, README item 10). Since then 0 of 24; the retry stays for a cause not
+/// yet seen, and prints it. Our side then
 /// reports the dead peer with its idle timeout (`TimedOut`), which is correct, but says
 /// nothing about interoperating. Such a run is retried with another seed, at most twice,
 /// and each failure is printed; any other failure fails at once.
