@@ -132,10 +132,59 @@ impl Conn {
     }
 }
 
+/// The adapter's side of each connection, indexed by its handle (the endpoint's slot, so
+/// dense and reused). A hash map would spread 10,000 entries over 16,384 buckets, every page
+/// of them resident; here the unused tail of the vector is never touched.
+#[derive(Default)]
+pub(crate) struct ConnTable {
+    slots: Vec<Option<Conn>>,
+}
+
+impl ConnTable {
+    pub(crate) fn get(&self, ch: &ConnectionHandle) -> Option<&Conn> {
+        self.slots.get(ch.0).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, ch: &ConnectionHandle) -> Option<&mut Conn> {
+        self.slots.get_mut(ch.0).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn insert(&mut self, ch: ConnectionHandle, conn: Conn) {
+        if self.slots.len() <= ch.0 {
+            self.slots.resize_with(ch.0 + 1, || None);
+        }
+        self.slots[ch.0] = Some(conn);
+    }
+
+    pub(crate) fn remove(&mut self, ch: &ConnectionHandle) -> Option<Conn> {
+        self.slots.get_mut(ch.0).and_then(Option::take)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Conn> {
+        self.slots.iter().flatten()
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Conn> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Handles and entries, in handle order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnectionHandle, &Conn)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((ConnectionHandle(i), c.as_ref()?)))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
+        self.iter().map(|(ch, _)| ch)
+    }
+}
+
 pub(crate) struct State {
     pub(crate) endpoint: Endpoint,
     pub(crate) config: SocketConfig,
-    pub(crate) conns: HashMap<ConnectionHandle, Conn>,
+    pub(crate) conns: ConnTable,
     pub(crate) blocked_readers: HashMap<ConnectionHandle, Waker>,
     pub(crate) blocked_writers: HashMap<ConnectionHandle, Waker>,
     /// Verified incoming connections not yet taken by `accept`.
@@ -186,7 +235,7 @@ impl State {
         Self {
             endpoint,
             config,
-            conns: HashMap::new(),
+            conns: ConnTable::default(),
             blocked_readers: HashMap::new(),
             blocked_writers: HashMap::new(),
             incoming: VecDeque::new(),
@@ -499,7 +548,7 @@ impl State {
             }
         }
         // In handle order, so what is sent does not depend on the map's hash seed.
-        let mut chs: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        let mut chs: Vec<ConnectionHandle> = self.conns.keys().collect();
         chs.sort_by_key(|ch| ch.0);
         for ch in chs {
             let Some(conn) = self.conns.get_mut(&ch) else {

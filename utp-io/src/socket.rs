@@ -104,7 +104,7 @@ impl Socket {
             .conns
             .iter()
             .filter(|(_, c)| !c.freed)
-            .filter_map(|(&ch, c)| {
+            .filter_map(|(ch, c)| {
                 Some(ConnectionInfo {
                     id: ch.0,
                     remote: c.remote,
