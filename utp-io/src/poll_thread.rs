@@ -93,6 +93,12 @@ impl PollThread {
     /// [`configure_socket`](crate::configure_socket); it is made non-blocking) and run its
     /// driver on this thread.
     pub fn open(&self, socket: UdpSocket, config: SocketConfig) -> io::Result<Socket> {
+        let (runtime, udp) = self.runtime(socket)?;
+        Socket::new(Arc::new(runtime), Arc::new(udp), config)
+    }
+
+    /// The runtime and the socket glue of one task on this thread, for `socket`.
+    fn runtime(&self, socket: UdpSocket) -> io::Result<(ThreadRuntime, PolledUdp)> {
         socket.set_nonblocking(true)?;
         let task = {
             let mut queue = self.inner.lock();
@@ -108,7 +114,7 @@ impl PollThread {
             })
         };
         let udp = PolledUdp::new(task.clone())?;
-        Socket::new(Arc::new(ThreadRuntime { task }), Arc::new(udp), config)
+        Ok((ThreadRuntime { task }, udp))
     }
 }
 
@@ -525,5 +531,90 @@ impl AsyncUdpSocket for PolledUdp {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Bounds each wait so a broken loop fails the test instead of hanging it; never an
+    /// assertion about how fast the loop is.
+    const HANG: Duration = Duration::from_secs(20);
+
+    fn task(thread: &PollThread) -> (ThreadRuntime, Arc<PolledUdp>, SocketAddr) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (runtime, udp) = thread.runtime(socket).unwrap();
+        (runtime, Arc::new(udp), addr)
+    }
+
+    #[test]
+    fn a_driver_sleeps_until_its_timer_fires() {
+        let thread = PollThread::start("utp-test-timer").unwrap();
+        let (runtime, _udp, _) = task(&thread);
+        let mut timer = runtime.new_timer(Instant::now() + Duration::from_millis(20));
+        let (done, finished) = mpsc::channel();
+        runtime.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            // Pending until the deadline: nothing else wakes this driver.
+            timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| done.send(Instant::now()).unwrap())
+        })));
+        finished.recv_timeout(HANG).expect("the timer fired");
+    }
+
+    #[test]
+    fn a_waker_from_another_thread_ends_the_sleep() {
+        let thread = PollThread::start("utp-test-wake").unwrap();
+        let (runtime, _udp, _) = task(&thread);
+        let (waker_tx, waker_rx) = mpsc::channel();
+        let (done, finished) = mpsc::channel();
+        let mut polls = 0;
+        runtime.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            polls += 1;
+            if polls == 1 {
+                // No deadline and no datagram: only the waker can end this sleep.
+                waker_tx.send(cx.waker().clone()).unwrap();
+                return Poll::Pending;
+            }
+            done.send(()).unwrap();
+            Poll::Ready(())
+        })));
+        let waker = waker_rx.recv_timeout(HANG).expect("first poll");
+        waker.wake();
+        finished.recv_timeout(HANG).expect("woken");
+    }
+
+    #[test]
+    fn a_datagram_wakes_the_driver_of_its_socket() {
+        let thread = PollThread::start("utp-test-recv").unwrap();
+        // Two sockets on the thread: the datagram goes to the second one.
+        let (idle, _idle_udp, _) = task(&thread);
+        idle.spawn(Box::pin(std::future::pending()));
+        let (runtime, udp, addr) = task(&thread);
+        let (first, first_poll) = mpsc::channel();
+        let (done, finished) = mpsc::channel();
+        runtime.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            let mut buf = [0; 64];
+            match udp.poll_recv_from(cx, &mut buf) {
+                Poll::Pending => {
+                    let _ = first.send(());
+                    Poll::Pending
+                }
+                Poll::Ready(received) => {
+                    let (len, _) = received.unwrap();
+                    done.send(buf[..len].to_vec()).unwrap();
+                    Poll::Ready(())
+                }
+            }
+        })));
+        first_poll.recv_timeout(HANG).expect("first poll");
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"ping", addr).unwrap();
+        assert_eq!(finished.recv_timeout(HANG).expect("woken"), b"ping");
     }
 }
