@@ -440,8 +440,14 @@ fn print_stats(
     }
     for s in senders {
         eprintln!(
-            "  sender: window {} B, rtt {:?}, packets sent {}, received (acks) {}, retransmits {}, timeouts {}",
-            s.cwnd, s.rtt, s.packets_sent, s.packets_received, s.retransmits, s.timeouts
+            "  sender: window {} B, peer window {} B, rtt {:?}, packets sent {}, received (acks) {}, retransmits {}, timeouts {}",
+            s.cwnd,
+            s.peer_window,
+            s.rtt,
+            s.packets_sent,
+            s.packets_received,
+            s.retransmits,
+            s.timeouts
         );
     }
 }
