@@ -48,8 +48,10 @@ use crate::runtime::RecvMeta;
 use crate::runtime::{AsyncTimer, AsyncUdpSocket, Runtime};
 use crate::{Socket, SocketConfig};
 
-/// A thread that runs socket drivers and waits for all of their sockets at once. Started
-/// with [`start`](Self::start); it lives as long as the process.
+/// A thread that runs socket drivers and waits for all of their sockets at once:
+/// [`start`](Self::start) one that lives as long as the process and takes any number of
+/// sockets ([`open`](Self::open)), or give one socket a thread that ends with its driver
+/// ([`open_dedicated`](Self::open_dedicated)).
 #[derive(Debug)]
 pub struct PollThread {
     inner: Arc<Inner>,
