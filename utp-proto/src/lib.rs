@@ -171,7 +171,11 @@ pub enum Event {
     /// Bytes (or the end of the stream) are waiting for [`Endpoint::read`]. Sent again only
     /// after a `read` returned `Blocked`.
     Readable,
-    /// The send buffer has room again after a `write` returned `Blocked`.
+    /// The send buffer has room again after a `write` returned `Blocked`: at least half as
+    /// much as is still queued in it (a third of a full buffer, Linux TCP's rule), or any
+    /// room once less than half a congestion window is left to send. A writer then wakes to
+    /// write a batch rather than a packet, and the window never waits for it. Also sent
+    /// when the connection ends, so the writer sees the error.
     Writable,
     /// The peer sent FIN and every byte before it arrived: reads end with `Ok(0)`.
     PeerFinished,

@@ -516,7 +516,10 @@ impl Connection {
                 self.timers.stop(Timer::Retransmit);
             }
             self.arm_probe(now);
-            if self.write_blocked && self.send.free() > 0 && !self.fin_queued {
+            if self.write_blocked
+                && self.send.is_writable_again(self.cc.window())
+                && !self.fin_queued
+            {
                 self.write_blocked = false;
                 self.events.push(EventKind::Writable);
             }

@@ -97,6 +97,14 @@ impl SendBuffer {
         self.capacity.saturating_sub(self.data.len())
     }
 
+    /// Whether a writer blocked on a full buffer should hear `Writable` now: there is room,
+    /// and either half as much as is still queued (a third of a full buffer, Linux's
+    /// `sk_stream_is_writeable`) or less than half a window `cwnd` is left to send, so the
+    /// sender would soon run dry waiting for the writer.
+    pub(crate) fn is_writable_again(&self, cwnd: usize) -> bool {
+        self.free() > 0 && (self.free() >= self.data.len() / 2 || self.unsent() < cwnd / 2)
+    }
+
     /// Grow the buffer to twice the congestion window `cwnd`, within its maximum: one window
     /// in flight and one queued behind it, so a writer that refills on `Writable` keeps the
     /// window full (Linux's `tcp_sndbuf_expand`). It never shrinks: bytes already written
@@ -309,6 +317,36 @@ mod tests {
         assert_eq!(b.free(), 0);
         assert_eq!(b.write(b"x"), 0);
         assert_eq!(b.unsent(), 10);
+    }
+
+    #[test]
+    fn writable_again_once_a_third_is_free_or_the_sender_runs_dry() {
+        let now = Instant::now();
+        let mut b = SendBuffer::new(300, 300, SeqNr(1));
+        assert_eq!(b.write(&[1; 300]), 300);
+        assert!(!b.is_writable_again(100), "full");
+        // 100 in flight (one window of 100), 200 queued behind it.
+        let seqs: Vec<SeqNr> = (0..10).map(|_| b.push(Kind::Data, 10, now)).collect();
+        b.ack_through(seqs[0], |_, _| {});
+        assert!(!b.is_writable_again(100), "10 free, 200 unsent");
+        b.ack_through(seqs[8], |_, _| {});
+        assert!(!b.is_writable_again(100), "90 free, 200 unsent");
+        b.ack_through(seqs[9], |_, _| {});
+        assert!(b.is_writable_again(100), "100 free, 200 queued");
+        // A window as big as the buffer: everything went out, so the first byte acked wakes
+        // the writer (waiting for a third would leave the window empty).
+        let mut b = SendBuffer::new(300, 300, SeqNr(1));
+        assert_eq!(b.write(&[1; 300]), 300);
+        let seqs: Vec<SeqNr> = (0..30).map(|_| b.push(Kind::Data, 10, now)).collect();
+        b.ack_through(seqs[0], |_, _| {});
+        assert!(b.is_writable_again(300), "10 free, nothing unsent");
+        // A one-byte buffer: its one byte free is enough.
+        let mut b = SendBuffer::new(1, 1, SeqNr(1));
+        assert_eq!(b.write(b"x"), 1);
+        assert!(!b.is_writable_again(1));
+        let s = b.push(Kind::Data, 1, now);
+        b.ack_through(s, |_, _| {});
+        assert!(b.is_writable_again(1));
     }
 
     #[test]
