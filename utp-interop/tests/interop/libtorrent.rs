@@ -84,14 +84,18 @@ async fn peer_seeds(link: Link, seed: u64) -> Res {
         ),
     )
     .await;
-    if let Some(r) = &relay {
-        // Where the transfer paused, for the log (-> is libtorrent to us).
-        println!(
-            "silences:\n{}",
-            r.trace().silences(Duration::from_millis(200), 8, 8)
-        );
-    }
-    let (got, report) = outcome.map_err(|_| "download timed out")??;
+    // Where the transfer paused (-> is libtorrent to us): printed, and carried by a
+    // failure, so a silent give-up that a retry hides still shows its trace in the log.
+    let silences = relay
+        .as_ref()
+        .map(|r| r.trace().silences(Duration::from_millis(200), 8, 8))
+        .unwrap_or_default();
+    println!("silences:\n{silences}");
+    let (got, report) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Err(format!("{e}; silences:\n{silences}").into()),
+        Err(_) => return Err(format!("download timed out; silences:\n{silences}").into()),
+    };
     if got != f.data {
         return Err("downloaded data differs".into());
     }
