@@ -123,7 +123,6 @@ impl Connection {
             return;
         }
         let was_syn_sent = self.state == State::SynSent;
-        self.refresh_ack_floor(now);
         // An ack_nr that was valid when a delayed data packet left: its payload is taken,
         // its acknowledgement (old news) and window are not.
         let mut stale_ack = false;
@@ -284,11 +283,14 @@ impl Connection {
         lo.distance_to(ack_nr) <= lo.distance_to(self.send.next_seq().prev())
     }
 
-    /// Move the floor for [`ack_was_valid`](Self::ack_was_valid) on, once an RTO.
-    fn refresh_ack_floor(&mut self, now: Instant) {
+    /// Move the floor for [`ack_was_valid`](Self::ack_was_valid) on, at most once an RTO,
+    /// when an ACK moves the window on from `first` (the oldest unacked packet until now).
+    /// The older snapshot was taken at least an RTO before the newer one, and so before any
+    /// moment an RTO ago: every ack_nr valid since then lies above it.
+    fn refresh_ack_floor(&mut self, now: Instant, first: SeqNr) {
         let ms = self.timers.millis(now);
         if ms.wrapping_sub(self.ack_floor_until) as i32 >= 0 {
-            self.ack_floor = [self.ack_floor[1], self.send.first_seq()];
+            self.ack_floor = [self.ack_floor[1], first];
             let rto = self.rtt.rto().as_millis().min(1 << 30) as u32;
             self.ack_floor_until = ms.wrapping_add(rto);
         }
@@ -321,6 +323,7 @@ impl Connection {
         let first = self.send.first_seq();
         let outstanding = self.send.outstanding();
         if outstanding > 0 && (first.distance_to(h.ack_nr) as usize) < outstanding {
+            self.refresh_ack_floor(now, first);
             self.send.ack_through(h.ack_nr, |seq, p| {
                 covers_resend |= p.transmissions > 1 && p.status != Status::Sacked;
                 if p.status != Status::Sacked {

@@ -150,10 +150,10 @@ pub(crate) struct Connection {
     /// When the last data packet left (new or resent), for the restart after idle
     /// ([`TimerTable::millis`]).
     last_data_sent: u32,
-    /// The oldest unacked packet as it was one and two refresh periods (an RTO each) ago,
-    /// and when the next refresh is due ([`TimerTable::millis`]): an `ack_nr` down to the
-    /// older one was valid when the peer sent it, so a data packet delayed that long still
-    /// delivers its payload.
+    /// The oldest unacked packet at the last two refreshes (at most one an RTO, when an ACK
+    /// moves the window on), and when the next may be ([`TimerTable::millis`]): an `ack_nr`
+    /// down to the older one was valid when the peer sent it, so a data packet delayed that
+    /// long still delivers its payload.
     ack_floor: [SeqNr; 2],
     ack_floor_until: u32,
 }
