@@ -114,8 +114,10 @@ impl ConnectionConfig {
     /// How far ahead of the next expected packet an out-of-order packet may be, in packets,
     /// at the initial [`receive_window`](Self::receive_window) (default 1024, libutp's
     /// `REORDER_BUFFER_MAX_SIZE`). Further packets are dropped. The limit grows in proportion
-    /// as the receive buffer grows, to at most 32,767; the sender keeps no more packets
-    /// outstanding than the same ratio allows for the window the peer advertises.
+    /// as the receive buffer grows, to at most 32,767, and is never below what the buffer
+    /// holds in 512-byte packets (a peer that sends as far as our window's bytes allow in
+    /// small packets, as libtorrent does, is not cut off); the sender keeps no more packets
+    /// outstanding than this setting's ratio allows for the window the peer advertises.
     pub fn max_reorder_packets(&mut self, packets: u16) -> &mut Self {
         self.max_reorder_packets = packets;
         self

@@ -234,6 +234,7 @@ impl Connection {
                 self.ack_now = true;
             }
             Insert::TooFar | Insert::NoSpace | Insert::PastFin => {
+                trace!(remote = %self.remote, ?result, "packet dropped");
                 self.stats.dropped_packets += 1;
                 self.ack_now = true;
             }

@@ -66,8 +66,9 @@ pub struct EndpointStats {
 /// Every figure is bounded by configuration: `connections <= max_connections`,
 /// `unverified_connections <= syn_backlog`, per connection `max_send_buffer` bytes written but
 /// unacknowledged, at most `2 * max_receive_window + packet_size` bytes received (unread plus
-/// held out of order) and `max_reorder_packets * max_receive_window / receive_window` reorder
-/// slots (at most 32,767); by default 8 MiB, 16 MiB and 8,192 (the buffers start at 1 MiB
+/// held out of order) and the larger of `max_reorder_packets * max_receive_window /
+/// receive_window` and `max_receive_window / 512` reorder slots (at most 32,767); by default
+/// 8 MiB, 16 MiB and 16,384 (the buffers start at 1 MiB
 /// and grow only as a connection's path needs, see
 /// [`ConnectionConfig::max_receive_window`](crate::ConnectionConfig::max_receive_window));
 /// `time_wait_entries <=
