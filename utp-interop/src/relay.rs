@@ -362,6 +362,7 @@ impl Relay {
         config: RelayConfig,
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(listen).await?);
+        large_buffers(&socket);
         let addr = socket.local_addr()?;
         let inner = Arc::new(Mutex::new(Inner {
             started: Instant::now(),
@@ -444,6 +445,17 @@ fn record(inner: &Mutex<Inner>, dir: Dir, client: SocketAddr, d: &[u8], fate: Fa
     });
 }
 
+/// Give a relay socket buffers that hold a peer's whole burst (libtorrent sends ~1 MB at
+/// once when our window opens): with the default 208 KiB, a relay task that falls behind on
+/// a loaded machine lost datagrams in the kernel, beyond the drops it decides and bounds,
+/// and libtorrent gave up on a packet after three losses (seen in CI). Best effort: the
+/// kernel caps the size at `rmem_max`/`wmem_max` (4 MiB here).
+fn large_buffers(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+}
+
 async fn send_later(
     socket: Arc<UdpSocket>,
     to: SocketAddr,
@@ -500,6 +512,7 @@ async fn run(
                 let Ok(s) = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await else {
                     continue;
                 };
+                large_buffers(&s);
                 let s = Arc::new(s);
                 clients.insert(client, s.clone());
                 let back = tokio::spawn(reply_path(
