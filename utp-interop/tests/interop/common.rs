@@ -194,8 +194,9 @@ pub(crate) fn run(name: &str, body: impl Future<Output = Res>) {
 /// dropped a delayed data packet whose ack_nr had fallen a few packets below our window,
 /// and libtorrent's third transmission was such a packet (the relay never drops one packet
 /// more than twice, README item 10); and we dropped packets past our reorder distance that
-/// libtorrent's small packets reach (README item 15). After both fixes 1 of 20 attempts
-/// still went silent, cause unknown; the retry stays and prints the trace. Our side then
+/// libtorrent's small packets reach (README item 15); and the relay's sockets lost bursts
+/// in the kernel (04fd3e5). Since then 0 of 20; the retry stays for a cause not yet seen,
+/// and prints the trace. Our side then
 /// reports the dead peer with its idle timeout (`TimedOut`), which is correct, but says
 /// nothing about interoperating. Such a run is retried with another seed, at most twice,
 /// and each failure is printed; any other failure fails at once.
