@@ -720,25 +720,36 @@ fn blocking_transfer(
             }
         }));
     }
+    let (total, senders) = join_all(readers, senders, |s| s.stats())?;
+    Ok(Threaded {
+        total,
+        senders,
+        client: client.stats(),
+        server: server.stats(),
+    })
+}
+
+/// Wait for the reader and sender threads of a threaded transfer: the bytes read, and each
+/// sender's final statistics (`stats` of the stream it returned).
+fn join_all<S>(
+    readers: Vec<std::thread::JoinHandle<io::Result<u64>>>,
+    senders: Vec<std::thread::JoinHandle<io::Result<S>>>,
+    stats: impl Fn(&S) -> Option<utp_tokio::ConnectionStats>,
+) -> io::Result<(u64, Vec<utp_tokio::ConnectionStats>)> {
     let mut total = 0;
     for r in readers {
         total += r
             .join()
             .map_err(|_| io::Error::other("reader panicked"))??;
     }
-    let mut stats = Vec::new();
+    let mut out = Vec::new();
     for s in senders {
         let stream = s
             .join()
             .map_err(|_| io::Error::other("sender panicked"))??;
-        stats.extend(stream.stats());
+        out.extend(stats(&stream));
     }
-    Ok(Threaded {
-        total,
-        senders: stats,
-        client: client.stats(),
-        server: server.stats(),
-    })
+    Ok((total, out))
 }
 
 /// Start a thread named `name` (so profiles tell the application's threads from the
@@ -818,22 +829,10 @@ fn async_io_transfer(
             })
         }));
     }
-    let mut total = 0;
-    for r in readers {
-        total += r
-            .join()
-            .map_err(|_| io::Error::other("reader panicked"))??;
-    }
-    let mut stats = Vec::new();
-    for s in senders {
-        let stream = s
-            .join()
-            .map_err(|_| io::Error::other("sender panicked"))??;
-        stats.extend(stream.stats());
-    }
+    let (total, senders) = join_all(readers, senders, |s| s.stats())?;
     Ok(Threaded {
         total,
-        senders: stats,
+        senders,
         client: client.stats(),
         server: server.stats(),
     })

@@ -671,6 +671,14 @@ mod tests {
 
     /// An ACK of `bytes` whose packet saw `queue` of queuing delay over a 20 ms path (clock
     /// offset 1 s), with an RTT of 40 ms plus the queue.
+    /// An ACK of one packet that carries no delay sample.
+    fn blind_ack() -> AckEvent {
+        AckEvent {
+            delay_sample: None,
+            ..ack(MSS, Duration::ZERO)
+        }
+    }
+
     fn ack(bytes: usize, queue: Duration) -> AckEvent {
         AckEvent {
             bytes_acked: bytes,
@@ -1023,10 +1031,7 @@ mod tests {
     fn without_delay_samples_only_slow_start_grows() {
         let now = Instant::now();
         let mut c = ledbat();
-        let blind = AckEvent {
-            delay_sample: None,
-            ..ack(MSS, Duration::ZERO)
-        };
+        let blind = blind_ack();
         c.on_ack(now, &blind);
         assert_eq!(c.window(), 11 * MSS);
         c.on_congestion_event(now, CongestionEvent::Loss { in_flight: 0 });
@@ -1124,10 +1129,7 @@ mod tests {
     fn no_delay_estimate_before_the_first_sample() {
         let now = Instant::now();
         let mut c = ledbat();
-        let blind = AckEvent {
-            delay_sample: None,
-            ..ack(MSS, Duration::ZERO)
-        };
+        let blind = blind_ack();
         c.on_ack(now, &blind);
         assert_eq!(c.queuing_delay(), None);
         assert_eq!(c.clock_drift_ppm(), 0.0);

@@ -81,7 +81,7 @@ impl Connection {
         // The reset names a packet of ours: its ack_nr must be one we could have sent
         // (libtorrent only acts on resets with a valid ack_nr, LCL:1212).
         // A reset may also answer our latest ST_STATE, numbered with the next sequence number.
-        if !self.ack_names_ours(header.ack_nr, self.send.next_seq()) {
+        if !self.ack_names_ours(header.ack_nr, 0, self.send.next_seq()) {
             return false;
         }
         let error = match self.state {
@@ -271,17 +271,17 @@ impl Connection {
     /// An `ack_nr` is believable if it names a packet we sent, or one a few packets below
     /// the oldest outstanding one (libutp's `ACK_NR_ALLOWED_WINDOW`).
     pub(super) fn ack_is_valid(&self, ack_nr: SeqNr) -> bool {
-        self.ack_names_ours(ack_nr, self.send.next_seq().prev())
+        self.ack_names_ours(ack_nr, 0, self.send.next_seq().prev())
     }
 
     /// `ack_nr` is below the window but was valid within the last one to two RTOs: it lies
     /// between a few packets below the oldest outstanding one as it was then (at most
     /// [`MAX_STALE_ACK`] packets back) and the newest sent.
     fn ack_was_valid(&self, ack_nr: SeqNr) -> bool {
-        let first = self.send.first_seq();
-        let span = self.ack_floor[0].distance_to(first).min(MAX_STALE_ACK);
-        let lo = first.sub(span + ACK_SLACK + 1);
-        lo.distance_to(ack_nr) <= lo.distance_to(self.send.next_seq().prev())
+        let span = self.ack_floor[0]
+            .distance_to(self.send.first_seq())
+            .min(MAX_STALE_ACK);
+        self.ack_names_ours(ack_nr, span, self.send.next_seq().prev())
     }
 
     /// Move the floor for [`ack_was_valid`](Self::ack_was_valid) on, at most once an RTO,
@@ -297,9 +297,10 @@ impl Connection {
         }
     }
 
-    /// `ack_nr` lies between a few packets below the oldest outstanding one and `hi`.
-    fn ack_names_ours(&self, ack_nr: SeqNr, hi: SeqNr) -> bool {
-        let lo = self.send.first_seq().sub(ACK_SLACK + 1);
+    /// `ack_nr` lies between a few packets (plus `below` more) below the oldest outstanding
+    /// one and `hi`.
+    fn ack_names_ours(&self, ack_nr: SeqNr, below: u16, hi: SeqNr) -> bool {
+        let lo = self.send.first_seq().sub(below + ACK_SLACK + 1);
         lo.distance_to(ack_nr) <= lo.distance_to(hi)
     }
 
